@@ -1,0 +1,51 @@
+# callbot: set up, run and test. `make run` and `make test` are the two commands of the README.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages: espeak-ng (French voice), sox; asterisk sounds (real French speech for tests)
+SYSTEM_PACKAGES := espeak-ng sox asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup run test system venv models train bench clean
+
+## setup: system packages, virtual environment, models, trained classifier, rendered answers
+setup: system venv models train
+
+system:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(BIN)/callbot
+
+$(BIN)/callbot: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+models: venv
+	$(BIN)/callbot models install $(MODELS_FLAGS)
+
+train: venv
+	$(BIN)/callbot train
+
+## run: set everything up, then start the bot on the embedded default configuration
+run: setup
+	$(BIN)/callbot simulate
+
+## test: set everything up (with the engine stand-ins the tests use), then run the tests
+test: MODELS_FLAGS = --test-models
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) models/*/ models/*.pkl data/

@@ -1,0 +1,318 @@
+"""The per-call dialogue: one explicit state machine, the same for simulations and real calls.
+
+It receives what the caller did (an utterance, a silence, a key press) and returns a
+:class:`~callbot.events.Turn` holding what to say and whether to transfer or hang up. It
+never touches audio or SIP, so every policy rule is testable from text alone.
+
+States::
+
+    START ─greeting→ QUESTION ─confident answer→ ANOTHER ("another question?")
+                        │  ╰─medium confidence→ CONFIRM ─yes→ answer / ─no→ QUESTION
+                        ╰─personal case (transfer intent)→ SIREN ─valid/given up→ ENDED
+    any ─advisor asked, DTMF 0, 2nd misunderstanding→ ENDED (transfer)
+    any ─goodbye, "no" after ANOTHER, 2nd silence→ ENDED (hang up)
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol
+
+from .config import DialogueConfig
+from .events import HangUp, Say, Transfer, TransferContext, Turn
+from .intents import CONFIDENT, CONFIRM, REJECT, Understanding
+from .kb import OUT_OF_SCOPE, KnowledgeBase
+from .numbers import siren_from_digits, spoken_digits
+from .text import normalize
+
+ADVISOR = "parler_conseiller"
+CONTROL_YES, CONTROL_NO = "oui", "non"
+
+# Short answers to a yes/no question are read by rule: a classifier trained on questions
+# is least reliable on one-word replies, and these words are unambiguous in that context.
+YES_WORDS = {"oui", "ouais", "ouai", "yes", "voila", "exactement", "exact", "absolument",
+             "daccord", "d", "accord", "ok", "okay", "bien", "sur", "tout", "a", "fait",
+             "c", "est", "ca", "affirmatif", "effectivement", "oui oui", "parfait", "si"}
+NO_WORDS = {"non", "nan", "pas", "du", "tout", "non non", "negatif", "c", "est", "ca",
+            "merci", "rien", "ce", "n", "absolument", "jamais"}
+FILLERS = {"euh", "ben", "bah", "alors", "heu", "hum", "bon", "eh", "ah", "madame",
+           "monsieur", "merci"}
+NO_SIREN = ("pas", "aucun", "aucune", "sais", "connais", "perdu", "retrouve")
+
+
+class State(str, Enum):
+    START = "start"
+    QUESTION = "question"
+    ANOTHER = "another_question"
+    CONFIRM = "confirm"
+    SIREN = "siren_capture"
+    ENDED = "ended"
+
+
+class Classifier(Protocol):
+    def classify(self, text: str, allowed: set[str] | None = None) -> Understanding: ...
+
+
+def yes_no(text: str) -> str | None:
+    """'oui' / 'non' for a short reply made only of yes (or no) words, else None."""
+    words = normalize(text).split()
+    if not words or len(words) > 5:
+        return None
+    content = [w for w in words if w not in FILLERS]
+    if not content:
+        return None
+    if content[0] in ("non", "nan", "negatif") and all(w in NO_WORDS for w in content):
+        return CONTROL_NO
+    if content[0] in ("pas", "jamais") and all(w in NO_WORDS for w in content):
+        return CONTROL_NO
+    if all(w in YES_WORDS for w in content) and not {"pas", "non"} & set(content):
+        return CONTROL_YES
+    return None
+
+
+class Dialogue:
+    """One call's conversation. Feed it with :meth:`start`, :meth:`hear`, :meth:`silence`
+    and :meth:`key`; each returns the Turn to play."""
+
+    def __init__(self, kb: KnowledgeBase, classifier: Classifier, config: DialogueConfig):
+        self.kb = kb
+        self.classifier = classifier
+        self.config = config
+        self.state = State.START
+        self.not_understood = 0          # consecutive
+        self.no_input = 0                # consecutive
+        self.siren_failures = 0
+        self.siren_keys = ""             # DTMF digits typed during SIREN capture
+        self.pending: str | None = None  # intent being confirmed, or whose transfer waits
+        self.intents: list[str] = []     # understood intents, oldest first
+        self.last_utterance: str | None = None
+        self.last_said: list[Say] = []   # what "repeat" replays
+        self.ending: Transfer | HangUp | None = None
+
+    # --- sentences ---------------------------------------------------------------------
+    def prompt(self, name: str, **fields: str) -> Say:
+        return Say(self.kb.prompts[name].format(**fields), f"prompt:{name}")
+
+    def answer(self, intent: str) -> Say:
+        return Say(self.kb.intents[intent].answer, f"answer:{intent}")
+
+    def confirm(self, intent: str) -> Say:
+        topic = self.kb.intents[intent].topic
+        return Say(self.kb.prompts["confirm"].format(topic=topic), f"confirm:{intent}")
+
+    def _speak(self, turn: Turn, *says: Say, remember: bool = True) -> None:
+        turn.events.extend(says)
+        if remember:
+            self.last_said = list(says)
+
+    def _end(self, turn: Turn, event: Transfer | HangUp) -> None:
+        turn.events.append(event)
+        self.ending = event
+        self.state = State.ENDED
+
+    def _transfer(self, turn: Turn, reason: str, intent: str | None, siren: str | None = None
+                  ) -> None:
+        title = self.kb.intents[intent].title if intent in self.kb.intents else None
+        parts = []
+        if reason == "caller_request":
+            parts.append("L'appelant a demandé un conseiller")
+        elif reason == "not_understood":
+            parts.append("Demande non comprise après plusieurs essais")
+        else:
+            parts.append(f"Cas personnel : {title}" if title else "Cas personnel")
+        topics = [self.kb.intents[i].title for i in self.intents
+                  if i in self.kb.intents and i != ADVISOR]
+        if topics and reason != "personal_case":
+            parts.append("sujets : " + ", ".join(dict.fromkeys(topics)))
+        parts.append(f"SIREN {siren}" if siren else "SIREN non communiqué")
+        if self.last_utterance:
+            parts.append(f"dernière phrase : « {self.last_utterance} »")
+        context = TransferContext(reason=reason, intent=intent, intents=tuple(self.intents),
+                                  siren=siren, summary=" ; ".join(parts) + ".",
+                                  last_utterance=self.last_utterance)
+        self._end(turn, Transfer(reason, context))
+
+    # --- inputs --------------------------------------------------------------------------
+    def start(self) -> Turn:
+        turn = Turn(caller=None)
+        self._speak(turn, self.prompt("greeting"))
+        self.state = State.QUESTION
+        turn.state = self.state.value
+        return turn
+
+    def hear(self, text: str) -> Turn:
+        """The caller said ``text`` (a final transcript, or typed in a simulation)."""
+        turn = Turn(caller=text)
+        if self.state is State.ENDED:
+            return turn
+        self.no_input = 0
+        self.last_utterance = text
+        if self.state is State.SIREN:
+            self._hear_siren(turn, text)
+        else:
+            u = self._understand(text)
+            turn.intent, turn.confidence = u.intent, u.confidence
+            turn.alternatives, turn.decision = u.alternatives, u.decision
+            self._route(turn, u)
+        turn.state = self.state.value
+        return turn
+
+    def silence(self) -> Turn:
+        """The caller said nothing for the no-input time after the bot stopped speaking."""
+        turn = Turn(caller=None)
+        if self.state is State.ENDED:
+            return turn
+        if self.state is State.SIREN:
+            self._siren_failed(turn)
+        else:
+            self.no_input += 1
+            if self.no_input >= self.config.no_input_limit:
+                self._speak(turn, self.prompt("no_input_goodbye"))
+                self._end(turn, HangUp("no_input"))
+            elif self.state is State.CONFIRM and self.pending:
+                self._speak(turn, self.confirm(self.pending))
+            else:
+                self._speak(turn, self.prompt("no_input"))
+        turn.state = self.state.value
+        return turn
+
+    def key(self, digit: str) -> Turn:
+        """A DTMF key. 0 asks for an advisor, except while the SIREN is being typed."""
+        turn = Turn(caller=None, dtmf=digit)
+        if self.state is State.ENDED:
+            return turn
+        self.no_input = 0
+        if self.state is State.SIREN:
+            if digit == "*":
+                self.siren_keys = ""
+            elif digit == "#":
+                self._check_siren(turn, self.siren_keys)
+            elif digit.isdigit():
+                self.siren_keys += digit
+                if len(self.siren_keys) >= 9:
+                    self._check_siren(turn, self.siren_keys)
+        elif digit == "0":
+            self.intents.append(ADVISOR)
+            self._speak(turn, self.answer(ADVISOR))
+            self._transfer(turn, "caller_request", ADVISOR)
+        turn.state = self.state.value
+        return turn
+
+    # --- understanding -------------------------------------------------------------------
+    def _understand(self, text: str) -> Understanding:
+        if self.state in (State.CONFIRM, State.ANOTHER):
+            yn = yes_no(text)
+            if yn:
+                return Understanding(text=text, intent=yn, confidence=1.0,
+                                     alternatives=[(yn, 1.0)], decision=CONFIDENT, best=yn)
+        return self.classifier.classify(text)
+
+    def _route(self, turn: Turn, u: Understanding) -> None:
+        if self.state is State.CONFIRM and u.decision != REJECT and u.intent in (CONTROL_YES,
+                                                                                 CONTROL_NO):
+            pending, self.pending = self.pending, None
+            if u.intent == CONTROL_YES and pending:
+                self._act(turn, pending)
+            else:
+                self._speak(turn, self.prompt("rephrase_after_no"))
+                self.state = State.QUESTION
+            return
+        if u.decision == REJECT or u.intent == OUT_OF_SCOPE:
+            self._not_understood(turn)
+        elif u.decision == CONFIRM and u.intent not in (CONTROL_YES, CONTROL_NO, ADVISOR):
+            self.pending = u.intent
+            self._speak(turn, self.confirm(u.intent))
+            self.state = State.CONFIRM
+        else:
+            self._act(turn, u.intent)
+
+    def _not_understood(self, turn: Turn) -> None:
+        self.not_understood += 1
+        self.pending = None
+        if self.not_understood >= self.config.not_understood_limit:
+            self._speak(turn, self.prompt("not_understood_transfer"))
+            self._transfer(turn, "not_understood", None)
+        else:
+            self._speak(turn, self.prompt("rephrase"))
+            self.state = State.QUESTION
+
+    def _act(self, turn: Turn, intent: str) -> None:
+        """Carry out an understood intent."""
+        self.not_understood = 0
+        self.pending = None
+        self.intents.append(intent)
+        after_question = self.state is State.ANOTHER
+        if intent == "repeter":
+            replay = [Say(s.text, s.key, slow=True) for s in self.last_said]
+            if not replay:
+                replay = [Say(self.prompt("greeting").text, "prompt:greeting", slow=True)]
+            self._speak(turn, self.answer("repeter"), remember=False)
+            self._speak(turn, *replay, remember=False)
+            return
+        if intent == "au_revoir" or (intent == CONTROL_NO and after_question):
+            self._speak(turn, self.answer("au_revoir"))
+            self._end(turn, HangUp("caller_goodbye"))
+        elif intent == CONTROL_YES:
+            self._speak(turn, self.prompt("listening") if after_question else self.answer("oui"))
+            self.state = State.QUESTION
+        elif intent == CONTROL_NO:
+            self._speak(turn, self.answer("non"))
+            self.state = State.QUESTION
+        elif intent == "remerciement":
+            self._speak(turn, self.answer("remerciement"))
+            self.state = State.ANOTHER
+        elif intent == "salutation":
+            self._speak(turn, self.answer("salutation"))
+            self.state = State.QUESTION
+        elif intent == ADVISOR:
+            self._speak(turn, self.answer(ADVISOR))
+            self._transfer(turn, "caller_request", ADVISOR)
+        elif self.kb.intents[intent].transfers:
+            self._speak(turn, self.answer(intent), self.prompt("siren_ask"))
+            self.pending = intent
+            self.siren_failures = 0
+            self.siren_keys = ""
+            self.state = State.SIREN
+        else:
+            self._speak(turn, self.answer(intent), self.prompt("another_question"))
+            self.state = State.ANOTHER
+
+    # --- SIREN capture ---------------------------------------------------------------------
+    def _hear_siren(self, turn: Turn, text: str) -> None:
+        digits = spoken_digits(text)
+        if len(digits) >= 9:
+            turn.intent, turn.decision = "siren", "capture"
+            self._check_siren(turn, digits)
+            return
+        u = self.classifier.classify(text)
+        turn.intent, turn.confidence = u.intent, u.confidence
+        turn.alternatives, turn.decision = u.alternatives, u.decision
+        if u.intent == ADVISOR and u.decision != REJECT:
+            self.intents.append(ADVISOR)
+            self._speak(turn, self.prompt("transfer_now"))
+            self._transfer(turn, "caller_request", self.pending)
+            return
+        words = set(normalize(text).split())
+        if not digits and (u.intent == CONTROL_NO or words & set(NO_SIREN)):
+            self._speak(turn, self.prompt("siren_skip"))
+            self._transfer(turn, "personal_case", self.pending)
+            return
+        self._siren_failed(turn)
+
+    def _check_siren(self, turn: Turn, digits: str) -> None:
+        siren = siren_from_digits(digits)
+        self.siren_keys = ""
+        if siren:
+            self._speak(turn, self.prompt("siren_ok"))
+            self._transfer(turn, "personal_case", self.pending, siren)
+        else:
+            self._siren_failed(turn)
+
+    def _siren_failed(self, turn: Turn) -> None:
+        self.siren_failures += 1
+        self.siren_keys = ""
+        if self.siren_failures >= self.config.siren_attempts:
+            self._speak(turn, self.prompt("siren_skip"))
+            self._transfer(turn, "personal_case", self.pending)
+        else:
+            self._speak(turn, self.prompt("siren_invalid"))

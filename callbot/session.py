@@ -1,0 +1,201 @@
+"""One call, top to bottom: caller frames → endpointing → ASR → intent → dialogue → TTS → bot frames.
+
+A :class:`CallSession` is what the SIP side (or the simulator) drives. It is clocked by the
+caller's frames: every :meth:`push` is 20 ms of call time, so the no-input timer and the
+end of playback mean the same thing in a simulation and on a live line. Bot audio waits in
+a shallow :class:`Playback` queue that :meth:`pull` drains one frame at a time (cheap,
+safe from another thread) and that a barge-in empties at once.
+
+:class:`Engines` holds what is loaded once per process and shared by every call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .asr.base import AsrEngine
+from .audio import TELEPHONY_RATE, frame_bytes, split_frames
+from .config import Config
+from .dialogue import Dialogue, State
+from .events import BargeIn, HangUp, Say, Transfer, Turn
+from .intents import IntentClassifier, load_classifier
+from .kb import KnowledgeBase, load_kb
+from .listener import Final, Listener, SpeechStarted
+from .tts.cache import SpeechCache
+
+GAP_MS = 150   # pause between two sentences of one reply
+
+
+@dataclass
+class Engines:
+    """Per-process resources: knowledge base, classifier, recognizer engine, speech cache."""
+
+    config: Config
+    kb: KnowledgeBase
+    classifier: IntentClassifier
+    tts: SpeechCache
+    asr: AsrEngine | None = None
+
+    @classmethod
+    def load(cls, config: Config, asr: bool = True) -> "Engines":
+        from .asr import load_asr
+        from .tts import load_tts
+
+        kb = load_kb(config.paths.kb)
+        classifier = load_classifier(config)
+        tts = SpeechCache(load_tts(config), config)
+        return cls(config, kb, classifier, tts, load_asr(config) if asr else None)
+
+
+class Playback:
+    """Bot audio waiting to be sent, as whole frames. Thread-safe for one reader and one writer."""
+
+    def __init__(self, frame_len: int):
+        self.frame_len = frame_len
+        self.silence = b"\x00" * frame_len
+        self.frames: deque[bytes] = deque()
+
+    def extend(self, pcm: bytes, frame_ms: int, rate: int = TELEPHONY_RATE) -> None:
+        self.frames.extend(split_frames(pcm, rate, frame_ms))
+
+    def pull(self) -> bytes:
+        try:
+            return self.frames.popleft()
+        except IndexError:
+            return self.silence
+
+    def flush(self) -> int:
+        n = len(self.frames)
+        self.frames.clear()
+        return n
+
+    @property
+    def playing(self) -> bool:
+        return bool(self.frames)
+
+
+@dataclass
+class LatencyMark:
+    """From the final transcript to the first answer frame queued (ms)."""
+
+    final_to_audio_ms: float
+    decode_ms: float
+    speech_ms: int
+
+
+class CallSession:
+    """The pipeline of one call. Drive it from one thread; :meth:`pull` may run on another."""
+
+    def __init__(self, engines: Engines, call_id: str = "",
+                 observer: Callable[[object], None] | None = None):
+        self.engines = engines
+        self.config = engines.config
+        self.call_id = call_id
+        self.frame_ms = self.config.endpointing.frame_ms
+        self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue)
+        self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE)
+                         if engines.asr is not None else None)
+        self.playback = Playback(frame_bytes(TELEPHONY_RATE, self.frame_ms))
+        self.observer = observer or (lambda event: None)
+        self.turns: list[Turn] = []
+        self.latencies: list[LatencyMark] = []
+        self.clock_ms = 0
+        self.quiet_ms = 0                  # caller silence since the bot stopped speaking
+        self.ending: Transfer | HangUp | None = None
+        self.ended = threading.Event()     # set once the last words are played
+        self._lock = threading.Lock()
+
+    # --- inputs ----------------------------------------------------------------------------
+    def start(self) -> Turn:
+        return self._play(self.dialogue.start())
+
+    def push(self, frame: bytes) -> None:
+        """20 ms of caller audio (8 kHz 16-bit mono); advances the call clock."""
+        with self._lock:
+            self.clock_ms += self.frame_ms
+            if self.ended.is_set():
+                return
+            events = self.listener.feed(frame) if self.listener else []
+            speaking = self.listener.in_speech if self.listener else False
+            for ev in events:
+                if isinstance(ev, SpeechStarted):
+                    self._barge_in()
+                elif isinstance(ev, Final) and ev.text:
+                    self._heard(ev.text, ev.engine, ev.confidence, ev.decode_ms, ev.speech_ms)
+            if self.playback.playing or speaking or self.ending is not None:
+                self.quiet_ms = 0
+            else:
+                self.quiet_ms += self.frame_ms
+                if self.quiet_ms >= self.config.endpointing.no_input_ms:
+                    self.quiet_ms = 0
+                    self._play(self.dialogue.silence())
+            self._maybe_end()
+
+    def hear(self, text: str) -> Turn:
+        """A caller utterance already in text (simulation, or an external recognizer)."""
+        with self._lock:
+            turn = self._heard(text, None, None, 0.0, 0)
+            self._maybe_end()
+            return turn
+
+    def dtmf(self, digit: str) -> Turn:
+        with self._lock:
+            self._barge_in()
+            turn = self._play(self.dialogue.key(digit))
+            self._maybe_end()
+            return turn
+
+    def pull(self) -> bytes:
+        """The next 20 ms of bot audio (silence when there is nothing to say)."""
+        return self.playback.pull()
+
+    @property
+    def speaking(self) -> bool:
+        return self.playback.playing
+
+    @property
+    def state(self) -> State:
+        return self.dialogue.state
+
+    # --- internals -------------------------------------------------------------------------
+    def _heard(self, text: str, engine: str | None, confidence: float | None,
+               decode_ms: float, speech_ms: int) -> Turn:
+        t0 = time.perf_counter()
+        self.quiet_ms = 0
+        turn = self.dialogue.hear(text)
+        turn.asr_engine, turn.asr_confidence = engine, confidence
+        self._play(turn)
+        if any(isinstance(e, Say) for e in turn.events):
+            self.latencies.append(LatencyMark((time.perf_counter() - t0) * 1000, decode_ms,
+                                              speech_ms))
+        return turn
+
+    def _barge_in(self) -> None:
+        if self.playback.playing:
+            dropped = self.playback.flush()
+            self.observer(BargeIn(played_ms=dropped * self.frame_ms))
+
+    def _play(self, turn: Turn) -> Turn:
+        first = True
+        for event in turn.events:
+            if isinstance(event, Say):
+                if not first:
+                    self.playback.extend(b"\x00" * (TELEPHONY_RATE * GAP_MS // 1000 * 2),
+                                         self.frame_ms)
+                self.playback.extend(self.engines.tts.get(event.text, event.slow), self.frame_ms)
+                first = False
+            elif isinstance(event, (Transfer, HangUp)):
+                self.ending = event
+        self.turns.append(turn)
+        self.observer(turn)
+        return turn
+
+    def _maybe_end(self) -> None:
+        """Hand the transfer or hang-up over once its announcement has been played."""
+        if self.ending is not None and not self.playback.playing and not self.ended.is_set():
+            self.ended.set()
+            self.observer(self.ending)
