@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from .config import Config, load_config
@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
     csub.add_parser("check", help="validate and print the effective configuration"
                     ).set_defaults(func=cmd_config_check)
+    # Other layers (the SIP side) add their commands here; the core does not import them.
+    for ep in entry_points(group="callbot.commands"):
+        ep.load()(sub)
     return p
 
 

@@ -119,9 +119,6 @@ SECTIONS: dict[str, type] = {
     "dialogue": DialogueConfig,
 }
 
-# Sections owned by other layers (telephony, transcripts): kept as plain tables here and
-# validated by their owners, so the core never needs to know them.
-EXTERNAL_SECTIONS: set[str] = set()
 
 CHOICES = {
     ("asr", "engine"): {"auto", "vosk", "whisper"},
@@ -142,14 +139,15 @@ def default_table() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> None:
+def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str,
+           external: frozenset[str] = frozenset()) -> None:
     for section, table in override.items():
-        if section not in base and section not in EXTERNAL_SECTIONS:
+        if section not in base and section not in external:
             raise ConfigError(f"{where}: unknown section [{section}] "
-                              f"(known: {', '.join(sorted(set(base) | EXTERNAL_SECTIONS))})")
+                              f"(known: {', '.join(sorted(set(base) | external))})")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: [{section}] must be a table")
-        if section in EXTERNAL_SECTIONS:
+        if section in external:
             base.setdefault(section, {}).update(copy.deepcopy(dict(table)))
             continue
         for key, value in table.items():
@@ -192,12 +190,16 @@ def _coerce(section: str, key: str, value: Any, default: Any, where: str) -> Any
     return value
 
 
-def _env_overrides(table: dict[str, Any], env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+def _env_overrides(table: dict[str, Any], env: Mapping[str, str],
+                   external: frozenset[str] = frozenset()) -> dict[str, dict[str, str]]:
+    """CALLBOT_<SECTION>_<KEY> for the core's sections; other layers read their own."""
     out: dict[str, dict[str, str]] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name in ("CALLBOT_CONFIG", "CALLBOT_HOME"):
             continue
         rest = name[len(ENV_PREFIX):].lower()
+        if any(rest.startswith(x + "_") for x in external):
+            continue
         for section in sorted(table, key=len, reverse=True):
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1:]
@@ -213,9 +215,15 @@ def _env_overrides(table: dict[str, Any], env: Mapping[str, str]) -> dict[str, d
 
 
 def load_config(path: str | os.PathLike[str] | None = None,
-                env: Mapping[str, str] | None = None) -> Config:
-    """Defaults, then the file (``path`` or $CALLBOT_CONFIG), then CALLBOT_* variables."""
+                env: Mapping[str, str] | None = None,
+                external: frozenset[str] | set[str] = frozenset()) -> Config:
+    """Defaults, then the file (``path`` or $CALLBOT_CONFIG), then CALLBOT_* variables.
+
+    ``external`` names sections owned by another layer (the SIP side): they are kept as raw
+    tables in ``Config.extra`` for that layer to validate, so the core never knows them.
+    """
     env = os.environ if env is None else env
+    external = frozenset(external)
     table = default_table()
     defaults = copy.deepcopy(table)
     source = "embedded default"
@@ -230,9 +238,10 @@ def load_config(path: str | os.PathLike[str] | None = None,
             raise ConfigError(f"cannot read configuration file {p}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-        _merge(table, user, str(p))
+        _merge(table, user, str(p), external)
         source = str(p)
-    _merge(table, _env_overrides(table, env), "environment")
+    _merge(table, _env_overrides({k: v for k, v in table.items() if k not in external}, env,
+                                 external), "environment")
 
     root = project_root()
     sections: dict[str, Any] = {}
@@ -254,5 +263,5 @@ def load_config(path: str | os.PathLike[str] | None = None,
     ep = sections["endpointing"]
     if 1000 % ep.frame_ms or ep.frame_ms not in (10, 20, 30, 40):
         raise ConfigError(f"{source}: endpointing.frame_ms must be 10, 20, 30 or 40")
-    extra = {k: v for k, v in table.items() if k in EXTERNAL_SECTIONS}
+    extra = {k: v for k, v in table.items() if k in external}
     return Config(**sections, source=source, extra=extra)

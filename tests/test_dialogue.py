@@ -1,0 +1,232 @@
+"""Dialogue policy, case by case, with the real knowledge base and the trained classifier."""
+
+import pytest
+
+from callbot.dialogue import Dialogue, State, yes_no
+from callbot.events import HangUp, Say, Transfer
+
+
+def keys(turn):
+    return [e.key for e in turn.events if isinstance(e, Say)]
+
+
+def ending(turn):
+    ends = [e for e in turn.events if isinstance(e, (Transfer, HangUp))]
+    return ends[0] if ends else None
+
+
+@pytest.fixture
+def dlg(kb, classifier, config):
+    d = Dialogue(kb, classifier, config.dialogue)
+    d.start()
+    return d
+
+
+@pytest.fixture
+def unsure(kb, classifier, config):
+    """A dialogue whose classifier never answers at once: every understood utterance is confirmed."""
+    d = Dialogue(kb, classifier.with_overrides(confident=0.9999, margin=0.9999), config.dialogue)
+    d.start()
+    return d
+
+
+def test_greeting_says_automated_assistant_and_advisor(kb, classifier, config):
+    d = Dialogue(kb, classifier, config.dialogue)
+    turn = d.start()
+    text = turn.bot_text.lower()
+    assert turn.caller is None and keys(turn) == ["prompt:greeting"]
+    assert "assistant vocal automatique" in text and "sirene" in text and "conseiller" in text
+    assert d.state is State.QUESTION
+
+
+def test_confident_answer_then_another_question(dlg):
+    turn = dlg.hear("comment je fais pour trouver mon code ape")
+    assert turn.intent == "connaitre_code_ape" and turn.decision == "confident"
+    assert keys(turn) == ["answer:connaitre_code_ape", "prompt:another_question"]
+    assert dlg.state is State.ANOTHER
+
+
+def test_no_after_another_question_says_goodbye_and_hangs_up(dlg):
+    dlg.hear("c'est quoi la différence entre le siren et le siret")
+    turn = dlg.hear("non merci")
+    assert keys(turn) == ["answer:au_revoir"]
+    assert isinstance(ending(turn), HangUp) and ending(turn).reason == "caller_goodbye"
+    assert dlg.state is State.ENDED
+
+
+def test_goodbye_hangs_up(dlg):
+    turn = dlg.hear("bon ben merci au revoir bonne journée")
+    assert turn.intent == "au_revoir"
+    assert isinstance(ending(turn), HangUp)
+
+
+def test_thanks_answers_politely_and_asks_for_more(dlg):
+    dlg.hear("où est-ce que je télécharge mon avis de situation")
+    turn = dlg.hear("merci beaucoup c'est très clair")
+    assert turn.intent == "remerciement" and keys(turn) == ["answer:remerciement"]
+    assert dlg.state is State.ANOTHER
+    assert ending(turn) is None
+
+
+def test_yes_after_another_question_listens(dlg):
+    dlg.hear("comment je fais pour fermer mon auto entreprise")
+    turn = dlg.hear("oui")
+    assert keys(turn) == ["prompt:listening"] and dlg.state is State.QUESTION
+
+
+def test_repeat_replays_last_answer_slowly(dlg):
+    first = dlg.hear("je voudrais savoir comment on obtient un numéro siren")
+    turn = dlg.hear("pardon vous pouvez répéter s'il vous plaît")
+    assert turn.intent == "repeter"
+    assert keys(turn) == ["answer:repeter"] + keys(first)
+    replay = [e for e in turn.events if isinstance(e, Say)][1:]
+    assert all(e.slow for e in replay)
+    assert [e.text for e in replay] == [e.text for e in first.events if isinstance(e, Say)]
+
+
+def test_advisor_request_transfers_at_once(dlg):
+    turn = dlg.hear("je voudrais parler à un conseiller s'il vous plaît")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.reason == "caller_request"
+    assert keys(turn) == ["answer:parler_conseiller"]
+    assert t.context.summary and t.context.siren is None
+
+
+def test_dtmf_zero_transfers_at_once(dlg):
+    turn = dlg.key("0")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.reason == "caller_request"
+    assert turn.dtmf == "0" and turn.caller is None
+
+
+def test_medium_confidence_confirms_then_yes_answers(unsure):
+    turn = unsure.hear("je cherche mon numéro siret je l'ai perdu")
+    assert turn.decision == "confirm" and keys(turn) == ["confirm:retrouver_siren_siret"]
+    assert "c'est bien ça" in turn.bot_text.lower()
+    assert unsure.state is State.CONFIRM
+    turn = unsure.hear("oui c'est ça")
+    assert keys(turn) == ["answer:retrouver_siren_siret", "prompt:another_question"]
+
+
+def test_medium_confidence_no_asks_to_rephrase(unsure):
+    unsure.hear("je cherche mon numéro siret je l'ai perdu")
+    turn = unsure.hear("non pas du tout")
+    assert keys(turn) == ["prompt:rephrase_after_no"] and unsure.state is State.QUESTION
+    assert ending(turn) is None
+
+
+def test_second_misunderstanding_transfers(dlg):
+    turn = dlg.hear("quel temps fera-t-il demain à Brest")
+    assert turn.intent == "hors_sujet" and keys(turn) == ["prompt:rephrase"]
+    assert "conseiller" in turn.bot_text
+    turn = dlg.hear("je voudrais commander une pizza quatre fromages")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.reason == "not_understood"
+    assert keys(turn) == ["prompt:not_understood_transfer"]
+
+
+def test_misunderstanding_count_resets_after_understanding(dlg):
+    dlg.hear("quel temps fera-t-il demain à Brest")
+    dlg.hear("comment je fais pour fermer mon auto entreprise")
+    turn = dlg.hear("je voudrais commander une pizza quatre fromages")
+    assert ending(turn) is None and keys(turn) == ["prompt:rephrase"]
+
+
+def test_silence_prompts_then_hangs_up(dlg):
+    turn = dlg.silence()
+    assert keys(turn) == ["prompt:no_input"] and turn.caller is None
+    turn = dlg.silence()
+    assert keys(turn) == ["prompt:no_input_goodbye"]
+    assert isinstance(ending(turn), HangUp) and ending(turn).reason == "no_input"
+
+
+def test_speech_between_silences_resets_the_count(dlg):
+    dlg.silence()
+    dlg.hear("comment je fais pour fermer mon auto entreprise")
+    turn = dlg.silence()
+    assert ending(turn) is None
+
+
+PERSONAL = "ça fait deux mois que j'ai déclaré mon activité et j'ai toujours pas reçu mon numéro siren"
+
+
+def test_personal_case_captures_spoken_siren_and_transfers(dlg):
+    turn = dlg.hear(PERSONAL)
+    assert turn.intent == "siren_non_recu"
+    assert keys(turn) == ["answer:siren_non_recu", "prompt:siren_ask"]
+    assert dlg.state is State.SIREN
+    turn = dlg.hear("alors c'est le sept cent trente-deux huit cent vingt-neuf trois cent vingt")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.reason == "personal_case"
+    assert t.context.siren == "732829320" and t.context.intent == "siren_non_recu"
+    assert "siren_non_recu" in t.context.intents
+    assert "732829320" in t.context.summary
+    assert keys(turn) == ["prompt:siren_ok"]
+
+
+def test_invalid_siren_is_asked_again_once(dlg):
+    dlg.hear(PERSONAL)
+    turn = dlg.hear("sept trois deux huit deux neuf trois deux un")   # Luhn key wrong
+    assert keys(turn) == ["prompt:siren_invalid"] and ending(turn) is None
+    turn = dlg.hear("7 3 2 8 2 9 3 2 0")
+    assert ending(turn).context.siren == "732829320"
+
+
+def test_second_invalid_siren_transfers_without_it(dlg):
+    dlg.hear(PERSONAL)
+    dlg.hear("un deux trois")
+    turn = dlg.hear("quatre cinq six sept huit neuf un deux trois")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.context.siren is None and t.reason == "personal_case"
+    assert keys(turn) == ["prompt:siren_skip"]
+
+
+def test_silence_during_capture_gives_up_after_two(dlg):
+    dlg.hear(PERSONAL)
+    assert keys(dlg.silence()) == ["prompt:siren_invalid"]
+    turn = dlg.silence()
+    assert isinstance(ending(turn), Transfer) and ending(turn).context.siren is None
+
+
+def test_siren_typed_on_keypad(dlg):
+    dlg.hear("quelqu'un a créé une entreprise à mon nom sans que je sois au courant")
+    assert dlg.state is State.SIREN
+    turns = [dlg.key(d) for d in "552100554"]
+    assert all(ending(t) is None for t in turns[:-1])
+    assert ending(turns[-1]).context.siren == "552100554"
+
+
+def test_keypad_zero_is_a_digit_during_capture(dlg):
+    dlg.hear(PERSONAL)
+    turn = dlg.key("0")
+    assert ending(turn) is None and dlg.state is State.SIREN
+
+
+def test_advisor_during_capture_transfers_at_once(dlg):
+    dlg.hear(PERSONAL)
+    turn = dlg.hear("non mais passez moi un conseiller")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.reason == "caller_request"
+    assert t.context.intent == "siren_non_recu"
+
+
+def test_caller_without_siren_is_transferred(dlg):
+    dlg.hear(PERSONAL)
+    turn = dlg.hear("je ne l'ai pas")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.context.siren is None
+
+
+def test_no_input_after_end_does_nothing(dlg):
+    dlg.hear("au revoir")
+    assert dlg.silence().events == [] and dlg.hear("allo").events == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("oui", "oui"), ("ouais c'est ça", "oui"), ("euh oui tout à fait", "oui"),
+    ("d'accord", "oui"), ("non", "non"), ("non merci", "non"), ("non c'est bon", "non"),
+    ("pas du tout", "non"), ("non mais je voulais savoir pour mon code ape", None),
+    ("comment avoir mon siret", None),
+])
+def test_yes_no_rule(text, expected):
+    assert yes_no(text) == expected
