@@ -106,10 +106,9 @@ def cmd_train(args) -> int:
             f"{a} -> {b} ({n})" for a, b, n in report.confusions[:5]))
     print(f"saved {path} ({report.seconds:.1f} s)")
     if not args.no_render:
-        from .tts import load_tts
-        from .tts.cache import SpeechCache
+        from .tts import SpeechCache, cache_root, load_tts
 
-        tts = SpeechCache(load_tts(config), config)
+        tts = SpeechCache(load_tts(config), cache_root(config))
         total, rendered = render_all(config, kb, tts)
         print(f"speech cache: {total} sentences ready ({rendered} rendered now) "
               f"with {tts.engine.name} voice {tts.engine.voice}")

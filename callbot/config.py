@@ -73,7 +73,6 @@ class TtsConfig:
     espeak_voice: str
     espeak_rate: int
     slow_factor: float
-    cache: bool
 
 
 @dataclass(frozen=True)

@@ -82,10 +82,11 @@ class Dialogue:
         self.not_understood = 0          # consecutive
         self.no_input = 0                # consecutive
         self.siren_failures = 0
-        self.siren_keys = ""             # DTMF digits typed during SIREN capture
+        self.siren_digits = ""           # digits given so far (said or typed) during capture
         self.pending: str | None = None  # intent being confirmed, or whose transfer waits
         self.intents: list[str] = []     # understood intents, oldest first
         self.last_utterance: str | None = None
+        self.intent_utterance: str | None = None   # what the caller said to reach ``pending``
         self.last_said: list[Say] = []   # what "repeat" replays
         self.ending: Transfer | HangUp | None = None
 
@@ -125,8 +126,9 @@ class Dialogue:
         if topics and reason != "personal_case":
             parts.append("sujets : " + ", ".join(dict.fromkeys(topics)))
         parts.append(f"SIREN {siren}" if siren else "SIREN non communiqué")
-        if self.last_utterance:
-            parts.append(f"dernière phrase : « {self.last_utterance} »")
+        said = self.intent_utterance if reason == "personal_case" else self.last_utterance
+        if said:
+            parts.append(f"demande : « {said} »")
         context = TransferContext(reason=reason, intent=intent, intents=tuple(self.intents),
                                   siren=siren, summary=" ; ".join(parts) + ".",
                                   last_utterance=self.last_utterance)
@@ -184,13 +186,11 @@ class Dialogue:
         self.no_input = 0
         if self.state is State.SIREN:
             if digit == "*":
-                self.siren_keys = ""
+                self.siren_digits = ""
             elif digit == "#":
-                self._check_siren(turn, self.siren_keys)
+                self._check_siren(turn, self.siren_digits)
             elif digit.isdigit():
-                self.siren_keys += digit
-                if len(self.siren_keys) >= 9:
-                    self._check_siren(turn, self.siren_keys)
+                self._add_siren_digits(turn, digit)
         elif digit == "0":
             self.intents.append(ADVISOR)
             self._speak(turn, self.answer(ADVISOR))
@@ -241,6 +241,8 @@ class Dialogue:
         self.not_understood = 0
         self.pending = None
         self.intents.append(intent)
+        if self.last_utterance and intent in self.kb.intents and self.kb.intents[intent].transfers:
+            self.intent_utterance = self.last_utterance
         after_question = self.state is State.ANOTHER
         if intent == "repeter":
             replay = [Say(s.text, s.key, slow=True) for s in self.last_said]
@@ -271,7 +273,7 @@ class Dialogue:
             self._speak(turn, self.answer(intent), self.prompt("siren_ask"))
             self.pending = intent
             self.siren_failures = 0
-            self.siren_keys = ""
+            self.siren_digits = ""
             self.state = State.SIREN
         else:
             self._speak(turn, self.answer(intent), self.prompt("another_question"))
@@ -279,11 +281,6 @@ class Dialogue:
 
     # --- SIREN capture ---------------------------------------------------------------------
     def _hear_siren(self, turn: Turn, text: str) -> None:
-        digits = spoken_digits(text)
-        if len(digits) >= 9:
-            turn.intent, turn.decision = "siren", "capture"
-            self._check_siren(turn, digits)
-            return
         u = self.classifier.classify(text)
         turn.intent, turn.confidence = u.intent, u.confidence
         turn.alternatives, turn.decision = u.alternatives, u.decision
@@ -292,16 +289,27 @@ class Dialogue:
             self._speak(turn, self.prompt("transfer_now"))
             self._transfer(turn, "caller_request", self.pending)
             return
+        digits = spoken_digits(text)
+        if len(digits) >= 2 or (digits and len(normalize(text).split()) <= 2):
+            # Callers pause between groups: digits add up across utterances until nine.
+            turn.intent, turn.confidence, turn.decision = "siren", None, "capture"
+            self._add_siren_digits(turn, digits)
+            return
         words = set(normalize(text).split())
-        if not digits and (u.intent == CONTROL_NO or words & set(NO_SIREN)):
+        if u.intent == CONTROL_NO or words & set(NO_SIREN):
             self._speak(turn, self.prompt("siren_skip"))
             self._transfer(turn, "personal_case", self.pending)
             return
         self._siren_failed(turn)
 
+    def _add_siren_digits(self, turn: Turn, digits: str) -> None:
+        self.siren_digits += digits
+        if len(self.siren_digits) >= 9:
+            self._check_siren(turn, self.siren_digits)
+
     def _check_siren(self, turn: Turn, digits: str) -> None:
         siren = siren_from_digits(digits)
-        self.siren_keys = ""
+        self.siren_digits = ""
         if siren:
             self._speak(turn, self.prompt("siren_ok"))
             self._transfer(turn, "personal_case", self.pending, siren)
@@ -310,7 +318,7 @@ class Dialogue:
 
     def _siren_failed(self, turn: Turn) -> None:
         self.siren_failures += 1
-        self.siren_keys = ""
+        self.siren_digits = ""
         if self.siren_failures >= self.config.siren_attempts:
             self._speak(turn, self.prompt("siren_skip"))
             self._transfer(turn, "personal_case", self.pending)

@@ -43,11 +43,11 @@ class Engines:
     @classmethod
     def load(cls, config: Config, asr: bool = True) -> "Engines":
         from .asr import load_asr
-        from .tts import load_tts
+        from .tts import cache_root, load_tts
 
         kb = load_kb(config.paths.kb)
         classifier = load_classifier(config)
-        tts = SpeechCache(load_tts(config), config)
+        tts = SpeechCache(load_tts(config), cache_root(config))
         return cls(config, kb, classifier, tts, load_asr(config) if asr else None)
 
 

@@ -39,8 +39,8 @@ def test_bad_configuration_names_key_and_reason(tmp_path, text, words):
 def test_bad_environment_variable():
     with pytest.raises(ConfigError, match="CALLBOT_ASR_ENGIN"):
         load_config(env={"CALLBOT_ASR_ENGIN": "vosk"})
-    with pytest.raises(ConfigError, match="true or false"):
-        load_config(env={"CALLBOT_TTS_CACHE": "maybe"})
+    with pytest.raises(ConfigError, match="whole number"):
+        load_config(env={"CALLBOT_ASR_BEAM_SIZE": "lots"})
 
 
 def test_missing_file():

@@ -172,9 +172,18 @@ def test_invalid_siren_is_asked_again_once(dlg):
     assert ending(turn).context.siren == "732829320"
 
 
+def test_siren_said_in_several_breaths(dlg):
+    dlg.hear(PERSONAL)
+    turn = dlg.hear("sept cent trente-deux")
+    assert turn.events == [] and dlg.state is State.SIREN     # the bot waits for the rest
+    dlg.hear("huit cent vingt-neuf")
+    turn = dlg.hear("trois cent vingt")
+    assert ending(turn).context.siren == "732829320"
+
+
 def test_second_invalid_siren_transfers_without_it(dlg):
     dlg.hear(PERSONAL)
-    dlg.hear("un deux trois")
+    assert keys(dlg.hear("un deux trois quatre cinq six sept huit neuf")) == ["prompt:siren_invalid"]
     turn = dlg.hear("quatre cinq six sept huit neuf un deux trois")
     t = ending(turn)
     assert isinstance(t, Transfer) and t.context.siren is None and t.reason == "personal_case"
