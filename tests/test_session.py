@@ -1,0 +1,133 @@
+"""The call pipeline frame by frame: endpointing, barge-in, no-input timer, speech cache."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from callbot.audio import read_wav, split_frames
+from callbot.endpointing import Endpointer, Mark
+from callbot.events import BargeIn, HangUp, Turn
+from callbot.session import CallSession, Engines
+
+SOUNDS = "/usr/share/asterisk/sounds/fr"
+FRAME = 320   # 20 ms at 8 kHz, 16-bit
+
+
+def frames_of(*wavs, gap_ms=0):
+    parts = []
+    for w in wavs:
+        parts.append(read_wav(w))
+        parts.append(np.zeros(8 * gap_ms, np.int16))
+    return split_frames(np.concatenate(parts).tobytes(), 8000, 20)
+
+
+SILENCE = b"\x00" * FRAME
+
+
+@pytest.fixture(scope="module")
+def engines(config):
+    return Engines.load(config)
+
+
+def test_endpointer_finds_start_and_end_of_real_speech(config):
+    ep = Endpointer(config.endpointing)
+    speech = frames_of(f"{SOUNDS}/vm-goodbye.wav")
+    stream = [SILENCE] * 50 + speech + [SILENCE] * 60
+    marks = []
+    for i, f in enumerate(stream):
+        step = ep.feed(f)
+        marks += [(m, i) for m in step.marks]
+    assert [m for m, _ in marks] == [Mark.START, Mark.END]
+    start, end = marks[0][1], marks[1][1]
+    assert 50 <= start <= 50 + len(speech) // 2
+    last_voiced = 50 + len(speech)
+    silence_frames = config.endpointing.end_silence_ms // 20
+    assert last_voiced <= end <= last_voiced + silence_frames + 2
+
+
+def test_endpointer_ignores_silence_and_line_hiss(config):
+    ep = Endpointer(config.endpointing)
+    rng = np.random.default_rng(0)
+    hiss = [(rng.normal(0, 60, 160)).astype(np.int16).tobytes() for _ in range(300)]
+    assert not any(ep.feed(f).marks for f in [SILENCE] * 100 + hiss)
+
+
+def test_long_utterance_is_cut_at_the_maximum(config):
+    cfg = dataclasses.replace(config.endpointing, max_utterance_ms=3000)
+    ep = Endpointer(cfg)
+    long_speech = frames_of(*[f"{SOUNDS}/conf-adminmenu.wav"])   # ~20 s of talk
+    marks = [m for f in long_speech for m in ep.feed(f).marks]
+    assert Mark.CUT in marks
+    assert marks[0] is Mark.START
+
+
+def test_barge_in_flushes_playback_at_once(engines):
+    events = []
+    s = CallSession(engines, "barge", observer=events.append)
+    s.start()
+    assert s.speaking
+    # The caller talks over the greeting.
+    speech = frames_of(f"{SOUNDS}/vm-goodbye.wav", gap_ms=1000)
+    for f in speech:
+        s.push(f)
+        s.pull()
+        if any(isinstance(e, BargeIn) for e in events):
+            break
+    barge = [e for e in events if isinstance(e, BargeIn)]
+    assert len(barge) == 1 and barge[0].played_ms > 0
+    # Nothing of the greeting is left: the next frame out is silence.
+    assert s.pull() == SILENCE
+    # The rest of the utterance is still heard and answered.
+    for f in speech[len(events):] + [SILENCE] * 100:
+        s.push(f)
+        if s.dialogue.ending:
+            break
+    turns = [e for e in events if isinstance(e, Turn) and e.caller]
+    assert turns and turns[-1].intent == "au_revoir"
+
+
+def test_no_input_timer_runs_after_the_bot_stops_speaking(engines, config):
+    events = []
+    s = CallSession(engines, "silent", observer=events.append)
+    s.start()
+    greeting_frames = len(s.playback.frames)
+    no_input_frames = config.endpointing.no_input_ms // 20
+    for _ in range(greeting_frames + no_input_frames - 2):
+        s.push(SILENCE)
+        s.pull()
+    assert len([e for e in events if isinstance(e, Turn)]) == 1     # still just the greeting
+    for _ in range(4):
+        s.push(SILENCE)
+        s.pull()
+    turns = [e for e in events if isinstance(e, Turn)]
+    assert len(turns) == 2 and turns[1].events[0].key == "prompt:no_input"
+
+
+def test_hang_up_waits_for_the_goodbye_to_be_played(engines):
+    events = []
+    s = CallSession(engines, "bye", observer=events.append)
+    s.start()
+    s.playback.flush()
+    s.hear("au revoir")
+    queued = len(s.playback.frames)
+    assert queued > 0 and not s.ended.is_set()
+    for _ in range(queued):
+        s.push(SILENCE)
+        s.pull()
+    s.push(SILENCE)
+    assert s.ended.is_set() and isinstance(s.ending, HangUp)
+    assert isinstance(events[-1], HangUp)
+
+
+def test_answers_come_from_the_prerendered_cache(engines, kb):
+    """`callbot train` rendered every answer: a known intent needs no synthesis in a call."""
+    before = engines.tts.misses
+    s = CallSession(engines, "cache")
+    s.start()
+    s.hear("comment je trouve mon code ape")
+    s.hear("pardon vous pouvez répéter")          # slow versions are rendered too
+    assert engines.tts.misses == before
+    assert engines.tts.contains(kb.intents["connaitre_code_ape"].answer)
+    pcm = engines.tts.get(kb.intents["connaitre_code_ape"].answer)
+    assert len(pcm) > 8000 * 2 * 3                   # several seconds of 8 kHz audio
