@@ -62,19 +62,20 @@ def cmd_kb_check(args) -> int:
 
 def render_all(config: Config, kb, tts) -> tuple[int, int]:
     """Pre-render every answer and prompt (normal and slow) so calls need no synthesis."""
-    from .progress import Progress
+    from .progress import StderrProgress
 
     texts: list[str] = [i.answer for i in kb.intents.values()]
     texts += [t for k, t in kb.prompts.items() if k != "confirm"]
     texts += [kb.prompts["confirm"].format(topic=i.topic) for i in kb.intents.values()]
     jobs = [(t, slow) for t in dict.fromkeys(texts) for slow in (False, True)]
     rendered = 0
-    with Progress(f"Rendering speech ({tts.engine.name}, {tts.engine.voice})", len(jobs)) as bar:
-        for text, slow in jobs:
-            if not tts.contains(text, slow):
-                rendered += 1
-            tts.get(text, slow)
-            bar.advance()
+    bar = StderrProgress(unit="sentences")
+    label = f"rendering speech ({tts.engine.name}, {tts.engine.voice})"
+    for done, (text, slow) in enumerate(jobs, 1):
+        if not tts.contains(text, slow):
+            rendered += 1
+        tts.get(text, slow)
+        bar(label, done, len(jobs))
     return len(jobs), rendered
 
 

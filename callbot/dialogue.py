@@ -50,7 +50,7 @@ class State(str, Enum):
 
 
 class Classifier(Protocol):
-    def classify(self, text: str, allowed: set[str] | None = None) -> Understanding: ...
+    def classify(self, text: str) -> Understanding: ...
 
 
 def yes_no(text: str) -> str | None:
@@ -204,7 +204,7 @@ class Dialogue:
             yn = yes_no(text)
             if yn:
                 return Understanding(text=text, intent=yn, confidence=1.0,
-                                     alternatives=[(yn, 1.0)], decision=CONFIDENT, best=yn)
+                                     alternatives=[(yn, 1.0)], decision=CONFIDENT)
         return self.classifier.classify(text)
 
     def _route(self, turn: Turn, u: Understanding) -> None:

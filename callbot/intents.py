@@ -38,7 +38,6 @@ class Understanding:
     confidence: float                   # probability of the best class
     alternatives: list[tuple[str, float]]
     decision: str                       # confident | confirm | reject
-    best: str = ""                      # best in-scope intent even when rejected
 
     def to_json(self) -> dict:
         return {"text": self.text, "intent": self.intent,
@@ -81,8 +80,8 @@ def _pipeline():
 
 
 def _decide(probs: np.ndarray, classes: list[str], oos: int, th: Thresholds
-            ) -> tuple[str, float, str, str]:
-    """(intent or hors_sujet, confidence, decision, best in-scope intent)."""
+            ) -> tuple[str, float, str]:
+    """(intent or hors_sujet, confidence, decision)."""
     order = np.argsort(probs)[::-1]
     best = int(order[0])
     inscope = [int(i) for i in order if int(i) != oos]
@@ -90,11 +89,11 @@ def _decide(probs: np.ndarray, classes: list[str], oos: int, th: Thresholds
     second_in = inscope[1] if len(inscope) > 1 else top_in
     p_in = float(probs[top_in])
     if best == oos or p_in < th.reject:
-        return OUT_OF_SCOPE, float(probs[best]), REJECT, classes[top_in]
+        return OUT_OF_SCOPE, float(probs[best]), REJECT
     margin = p_in - float(probs[second_in])
     if p_in >= th.confident and margin >= th.margin:
-        return classes[top_in], p_in, CONFIDENT, classes[top_in]
-    return classes[top_in], p_in, CONFIRM, classes[top_in]
+        return classes[top_in], p_in, CONFIDENT
+    return classes[top_in], p_in, CONFIRM
 
 
 class IntentClassifier:
@@ -119,18 +118,14 @@ class IntentClassifier:
     def probabilities(self, texts: list[str]) -> np.ndarray:
         return self.pipeline.predict_proba([normalize(t) for t in texts])
 
-    def classify(self, text: str, allowed: set[str] | None = None) -> Understanding:
-        """Classify one utterance. ``allowed`` restricts the intents (context)."""
+    def classify(self, text: str) -> Understanding:
+        """Classify one utterance."""
         probs = self.probabilities([text])[0]
-        if allowed is not None:
-            mask = np.array([c in allowed or c == OUT_OF_SCOPE for c in self.classes])
-            probs = np.where(mask, probs, 0.0)
-            probs = probs / probs.sum() if probs.sum() > 0 else probs
-        intent, conf, decision, best = _decide(probs, self.classes, self.oos, self.thresholds)
+        intent, conf, decision = _decide(probs, self.classes, self.oos, self.thresholds)
         order = np.argsort(probs)[::-1][:3]
         alts = [(self.classes[int(i)], float(probs[int(i)])) for i in order]
         return Understanding(text=text, intent=intent, confidence=conf, alternatives=alts,
-                             decision=decision, best=best)
+                             decision=decision)
 
     # --- persistence -------------------------------------------------------------------
     def save(self, path: Path) -> None:

@@ -25,21 +25,20 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, TextIO
+from typing import Literal, TextIO
 
 from .asr import resolve_asr
 from .config import Config, project_root
 from .errors import CallbotError
 from .tts import resolve_tts
 
-Progress = Callable[[str, int, "int | None"], None]  # (label, bytes done, total or None)
+from .progress import ProgressFn as Progress, StderrProgress, silent as _silent
 Status = Literal["yes", "no", "corrupt"]
 
 STAMP = ".verified.json"
@@ -187,36 +186,6 @@ def verify(spec: ModelSpec, folder: Path, full: bool = False) -> tuple[Status, l
         return "corrupt", problems
     _write_stamp(spec, folder)
     return "yes", []
-
-
-# ----------------------------------------------------------------------------- progress
-
-class StderrProgress:
-    """A text progress bar: redrawn in place on a terminal, one line per file in logs."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self._last = 0.0
-        self._ended = ""
-
-    def __call__(self, label: str, done: int, total: int | None) -> None:
-        end = total is not None and done >= total
-        now = time.monotonic()
-        if not end and (not self.tty or now - self._last < 0.1) or (end and label == self._ended):
-            return
-        self._last, self._ended = now, (label if end else "")
-        mb = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if total else "") + " MB"
-        if self.tty:
-            bar = f"[{'#' * int(30 * done / total):.<30}] " if total else ""
-            self.stream.write("\r  " + f"{label} {bar}{mb}\x1b[K" + ("\n" if end else ""))
-        else:
-            self.stream.write(f"  {label} {mb}\n")
-        self.stream.flush()
-
-
-def _silent(label: str, done: int, total: int | None) -> None:
-    pass
 
 
 def _copy(sources: list[Path], dest: Path, label: str, progress: Progress) -> None:

@@ -1,51 +1,47 @@
-"""A text progress bar on stderr, for the long steps (model install, training, rendering)."""
+"""One text progress bar on stderr, for every long step (model install, training, rendering).
+
+Called as ``progress(label, done, total)``; redrawn in place on a terminal, one line per
+finished step in logs (CI), so both stay readable.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from typing import Callable, TextIO
+
+ProgressFn = Callable[[str, int, "int | None"], None]   # (label, done, total or None)
 
 
-class Progress:
-    """``with Progress("Rendering", total) as p: p.advance()``; quiet when stderr is not a tty
-    except for a final line, so logs stay readable."""
+class StderrProgress:
+    """A progress bar counting bytes (``unit="B"``) or items."""
 
-    def __init__(self, label: str, total: int, unit: str = "", stream=None):
-        self.label, self.total, self.unit = label, max(0, total), unit
+    def __init__(self, stream: TextIO | None = None, unit: str = "B") -> None:
         self.stream = stream or sys.stderr
-        self.done = 0
+        self.unit = unit
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.monotonic()
         self._last = 0.0
+        self._ended = ""
 
-    def __enter__(self) -> "Progress":
-        self._draw(force=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._draw(force=True, end=True)
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        self._draw()
-
-    def _fmt(self, n: int) -> str:
+    def _amount(self, done: int, total: int | None) -> str:
         if self.unit == "B":
-            return f"{n / 1e6:.1f} MB"
-        return str(n)
+            return f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if total else "") + " MB"
+        return f"{done}" + (f"/{total}" if total else "") + (f" {self.unit}" if self.unit else "")
 
-    def _draw(self, force: bool = False, end: bool = False) -> None:
+    def __call__(self, label: str, done: int, total: int | None) -> None:
+        end = total is not None and done >= total
         now = time.monotonic()
-        if not force and now - self._last < 0.1:
+        if not end and (not self.tty or now - self._last < 0.1) or (end and label == self._ended):
             return
-        self._last = now
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(frac * 30)
-        text = (f"{self.label}: [{bar:<30}] {frac * 100:5.1f}% "
-                f"{self._fmt(self.done)}/{self._fmt(self.total)} {now - self.start:.0f}s")
+        self._last, self._ended = now, (label if end else "")
+        amount = self._amount(done, total)
         if self.tty:
-            self.stream.write("\r" + text + ("\n" if end else ""))
-            self.stream.flush()
-        elif end or force and self.done == 0:
-            self.stream.write(text + "\n")
-            self.stream.flush()
+            bar = f"[{'#' * int(30 * done / total):.<30}] " if total else ""
+            self.stream.write("\r  " + f"{label} {bar}{amount}\x1b[K" + ("\n" if end else ""))
+        else:
+            self.stream.write(f"  {label} {amount}\n")
+        self.stream.flush()
+
+
+def silent(label: str, done: int, total: int | None) -> None:
+    pass

@@ -1,6 +1,5 @@
 """The knowledge base as shipped is sound, and `kb check` catches what a supervisor may break."""
 
-import json
 import shutil
 import subprocess
 import sys
