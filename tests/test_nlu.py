@@ -42,3 +42,15 @@ def test_robust_to_recognition_spellings(classifier):
         ("est-ce que l'avis de situation c'est pareil qu'un cas bis", "obtenir_kbis"),
     ]:
         assert classifier.classify(text).intent == intent, text
+
+
+def test_fast_scorer_matches_scikit_learn(classifier):
+    import numpy as np
+
+    from callbot.text import normalize
+
+    texts = [t for _, t in load_dev()][:200]
+    ref = classifier.probabilities(texts)
+    fast = np.array([classifier.scorer.proba(normalize(t)) for t in texts])
+    assert np.allclose(ref, fast, atol=1e-4)
+    assert (ref.argmax(axis=1) == fast.argmax(axis=1)).all()
