@@ -91,7 +91,8 @@ class CallSession:
     """The pipeline of one call. Drive it from one thread; :meth:`pull` may run on another."""
 
     def __init__(self, engines: Engines, call_id: str = "",
-                 observer: Callable[[object], None] | None = None):
+                 observer: Callable[[object], None] | None = None,
+                 audio_tap: Callable[[bytes, bytes], None] | None = None):
         self.engines = engines
         self.config = engines.config
         self.call_id = call_id
@@ -101,6 +102,10 @@ class CallSession:
                          if engines.asr is not None else None)
         self.playback = Playback(frame_bytes(TELEPHONY_RATE, self.frame_ms))
         self.observer = observer or (lambda event: None)
+        # audio_tap(caller_frame, bot_frame) once per call frame, for call recording. Bot
+        # frames are taken in pull() (the clock thread) and paired here, in call order.
+        self.audio_tap = audio_tap
+        self._sent: deque[bytes] = deque(maxlen=50)
         self.turns: list[Turn] = []
         self.latencies: list[LatencyMark] = []
         self.clock_ms = 0
@@ -117,6 +122,12 @@ class CallSession:
         """20 ms of caller audio (8 kHz 16-bit mono); advances the call clock."""
         with self._lock:
             self.clock_ms += self.frame_ms
+            if self.audio_tap is not None:
+                try:
+                    bot = self._sent.popleft()
+                except IndexError:
+                    bot = self.playback.silence
+                self.audio_tap(frame, bot)
             if self.ended.is_set():
                 return
             events = self.listener.feed(frame) if self.listener else []
@@ -151,7 +162,10 @@ class CallSession:
 
     def pull(self) -> bytes:
         """The next 20 ms of bot audio (silence when there is nothing to say)."""
-        return self.playback.pull()
+        frame = self.playback.pull()
+        if self.audio_tap is not None:
+            self._sent.append(frame)
+        return frame
 
     @property
     def speaking(self) -> bool:
