@@ -14,12 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .asr.base import AsrEngine
 from .audio import TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
+from .errors import CallbotError
 from .dialogue import Dialogue, State
 from .events import BargeIn, HangUp, Say, Transfer, Turn
 from .intents import IntentClassifier, load_classifier
@@ -32,23 +33,55 @@ GAP_MS = 150   # pause between two sentences of one reply
 
 @dataclass
 class Engines:
-    """Per-process resources: knowledge base, classifier, recognizer engine, speech cache."""
+    """Per-process resources: knowledge base, classifier, recognizer engine, speech cache.
+
+    A retrained classifier (``callbot train``, or the console's retrain) replaces the model
+    file atomically; :meth:`refresh`, called as each call starts, picks it up (with the
+    knowledge base it was trained from), so new calls use it and calls in progress finish
+    with the one they started with.
+    """
 
     config: Config
     kb: KnowledgeBase
     classifier: IntentClassifier
     tts: SpeechCache
     asr: AsrEngine | None = None
+    model_stamp: tuple[int, int] = (0, 0)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, config: Config, asr: bool = True) -> "Engines":
         from .asr import load_asr
         from .tts import cache_root, load_tts
 
+        stamp = _stamp(config)
         kb = load_kb(config.paths.kb)
         classifier = load_classifier(config)
         tts = SpeechCache(load_tts(config), cache_root(config))
-        return cls(config, kb, classifier, tts, load_asr(config) if asr else None)
+        return cls(config, kb, classifier, tts, load_asr(config) if asr else None, stamp)
+
+    def refresh(self) -> bool:
+        """Reload the classifier and the KB if the model file changed; True if reloaded."""
+        stamp = _stamp(self.config)
+        if stamp == self.model_stamp:
+            return False
+        with self._lock:
+            if stamp == self.model_stamp:
+                return False
+            try:
+                kb, classifier = load_kb(self.config.paths.kb), load_classifier(self.config)
+            except CallbotError:
+                return False          # half-edited KB or model: keep serving the old one
+            self.kb, self.classifier, self.model_stamp = kb, classifier, stamp
+            return True
+
+
+def _stamp(config: Config) -> tuple[int, int]:
+    try:
+        st = (config.paths.models / config.nlu.model).stat()
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return (0, 0)
 
 
 class Playback:
@@ -93,6 +126,7 @@ class CallSession:
     def __init__(self, engines: Engines, call_id: str = "",
                  observer: Callable[[object], None] | None = None,
                  audio_tap: Callable[[bytes, bytes], None] | None = None):
+        engines.refresh()
         self.engines = engines
         self.config = engines.config
         self.call_id = call_id

@@ -131,3 +131,25 @@ def test_answers_come_from_the_prerendered_cache(engines, kb):
     assert engines.tts.contains(kb.intents["connaitre_code_ape"].answer)
     pcm = engines.tts.get(kb.intents["connaitre_code_ape"].answer)
     assert len(pcm) > 8000 * 2 * 3                   # several seconds of 8 kHz audio
+
+
+def test_new_calls_pick_up_a_retrained_model(config, tmp_path):
+    """The model file is replaced atomically; calls started afterwards use the new one."""
+    import shutil
+
+    from callbot.intents import IntentClassifier
+
+    models = tmp_path / "models"
+    shutil.copytree(config.paths.models, models, ignore=shutil.ignore_patterns("whisper-base",
+                    "vosk-*", "joe-*"))
+    cfg = dataclasses.replace(config, paths=dataclasses.replace(config.paths, models=models))
+    engines = Engines.load(cfg, asr=False)
+    old = engines.classifier
+    running = CallSession(engines, "running")
+    clf = IntentClassifier.load(models / cfg.nlu.model)
+    clf.thresholds.confident = 0.42
+    clf.save(models / cfg.nlu.model)
+    fresh = CallSession(engines, "fresh")
+    assert fresh.dialogue.classifier is not old
+    assert fresh.dialogue.classifier.thresholds.confident == 0.42
+    assert running.dialogue.classifier is old
