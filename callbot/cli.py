@@ -192,14 +192,26 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_config_check(args) -> int:
-    config = _config(args)
-    import tomllib  # noqa: F401  (the printed form is TOML)
+    """Validate every section (the core's and the other layers') and print the result."""
+    from .config import plugin_sections
 
-    print(f"# effective configuration (from {config.source})")
-    for section, table in config.to_dict().items():
+    config = _config(args)
+    tables = config.to_dict()
+    for name, ep in plugin_sections().items():
+        tables[name] = ep.load()(config)      # raises ConfigError naming the key
+    print(f"# effective configuration (from {config.source}; secrets masked)")
+    for section, table in tables.items():
+        lists = {k: v for k, v in table.items() if isinstance(v, list) and v
+                 and all(isinstance(x, dict) for x in v)}
         print(f"\n[{section}]")
         for key, value in table.items():
-            print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            if key not in lists:
+                print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        for key, items in lists.items():
+            for item in items:
+                print(f"\n[[{section}.{key}]]")
+                for k, v in item.items():
+                    print(f"{k} = {json.dumps(v, ensure_ascii=False)}")
     return 0
 
 

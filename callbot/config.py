@@ -13,6 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -133,6 +134,16 @@ POSITIVE = {
 }
 
 
+def plugin_sections() -> dict[str, EntryPoint]:
+    """Sections owned by other layers, declared in the entry-point group "callbot.config".
+
+    The entry point's name is the section; it loads to ``effective(config) -> dict`` that
+    validates the section's raw table (``config.extra[name]``) and returns it with defaults
+    applied and secrets masked. The core discovers them without importing those layers.
+    """
+    return {ep.name: ep for ep in entry_points(group="callbot.config")}
+
+
 def default_table() -> dict[str, Any]:
     text = resources.files("callbot").joinpath("default.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
@@ -222,7 +233,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     tables in ``Config.extra`` for that layer to validate, so the core never knows them.
     """
     env = os.environ if env is None else env
-    external = frozenset(external)
+    external = frozenset(external) | frozenset(plugin_sections())
     table = default_table()
     defaults = copy.deepcopy(table)
     source = "embedded default"
