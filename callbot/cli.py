@@ -163,7 +163,20 @@ def cmd_simulate(args) -> int:
         source = caller_turns_from_lines(sys.stdin)
     else:
         source = iter(turns)
-    result = simulate(engines, source, on_turn=show)
+    recorder = store = None
+    if args.save_transcript:
+        import uuid
+
+        from .transcripts import CallInfo, CallRecorder, open_store
+
+        store = open_store(config)
+        recorder = CallRecorder(store, CallInfo(call_id=f"sim-{uuid.uuid4().hex[:12]}",
+                                                worker="simulate"))
+    try:
+        result = simulate(engines, source, on_turn=show, recorder=recorder)
+    finally:
+        if store is not None:
+            store.close()
     if args.out_audio:
         write_wav(args.out_audio, result.bot_audio)
     if args.json:
@@ -257,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a caller turn as keypad keys (repeatable, in order)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--out-audio", metavar="WAV", help="write the bot's audio (8 kHz) here")
+    sim.add_argument("--save-transcript", action="store_true",
+                     help="keep the call in the transcript store, like a real call")
     sim.set_defaults(func=cmd_simulate, turns=None)
 
     tsc = sub.add_parser("transcribe", help="transcribe WAV files, one JSON line each")

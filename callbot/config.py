@@ -84,6 +84,47 @@ class DialogueConfig:
 
 
 @dataclass(frozen=True)
+class TranscriptsConfig:
+    """Where calls are recorded turn by turn, and for how long they are kept."""
+
+    enabled: bool
+    url: str              # "" = SQLite in paths.data; "postgresql://..." for several workers
+    retention_days: int
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    """A supervisor account; the hash comes from `callbot console hash-password`."""
+
+    name: str
+    role: str             # readonly | editor
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The supervisor web console (`callbot console`)."""
+
+    host: str
+    port: int
+    cookie_secure: str    # auto | always | never
+    session_minutes: int
+    max_failures: int
+    lockout_minutes: int
+    page_size: int
+    review_below: float
+    retrain_folds: int
+    users: tuple[ConsoleUser, ...]
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """Stereo call recordings (caller left, bot right); off unless asked for."""
+
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig
     asr: AsrConfig
@@ -91,6 +132,9 @@ class Config:
     nlu: NluConfig
     tts: TtsConfig
     dialogue: DialogueConfig
+    transcripts: TranscriptsConfig
+    console: ConsoleConfig
+    recording: RecordingConfig
     source: str = "embedded default"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -104,8 +148,8 @@ class Config:
             if f.name in ("source", "extra"):
                 continue
             section = getattr(self, f.name)
-            out[f.name] = {k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in dataclasses.asdict(section).items()}
+            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else v)
+                                           for k, v in dataclasses.asdict(section).items()})
         out.update(copy.deepcopy(dict(self.extra)))
         return out
 
@@ -117,12 +161,16 @@ SECTIONS: dict[str, type] = {
     "nlu": NluConfig,
     "tts": TtsConfig,
     "dialogue": DialogueConfig,
+    "transcripts": TranscriptsConfig,
+    "console": ConsoleConfig,
+    "recording": RecordingConfig,
 }
 
 
 CHOICES = {
     ("asr", "engine"): {"auto", "vosk", "whisper"},
     ("tts", "engine"): {"auto", "piper", "espeak"},
+    ("console", "cookie_secure"): {"auto", "always", "never"},
 }
 
 POSITIVE = {
@@ -131,7 +179,53 @@ POSITIVE = {
     ("endpointing", "no_input_ms"), ("asr", "beam_size"), ("asr", "threads"),
     ("dialogue", "not_understood_limit"), ("dialogue", "no_input_limit"),
     ("dialogue", "siren_attempts"), ("tts", "espeak_rate"), ("tts", "slow_factor"),
+    ("transcripts", "retention_days"), ("console", "port"), ("console", "session_minutes"),
+    ("console", "max_failures"), ("console", "lockout_minutes"), ("console", "page_size"),
+    ("console", "retrain_folds"),
 }
+CONSOLE_ROLES = ("readonly", "editor")
+
+
+def _console_users(raw: Any, where: str) -> tuple[ConsoleUser, ...]:
+    """[[console.users]] tables → users; a wrong entry is refused, never skipped, because
+    a silently ignored account is a supervisor locked out (or a role wrongly granted)."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: console.users must be a list of [[console.users]] tables")
+    users: list[ConsoleUser] = []
+    for i, item in enumerate(raw, 1):
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where}: console.users entry {i} must be a table")
+        unknown = set(item) - {"name", "role", "password_hash"}
+        if unknown:
+            raise ConfigError(f"{where}: console.users entry {i}: unknown key "
+                              f"{', '.join(sorted(unknown))} (known: name, password_hash, role)")
+        name, role, hashed = item.get("name"), item.get("role", "readonly"), item.get(
+            "password_hash")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: console.users entry {i}: 'name' must be a non-empty "
+                              f"string")
+        if role not in CONSOLE_ROLES:
+            raise ConfigError(f"{where}: console.users {name}: role {role!r} is not one of "
+                              f"{', '.join(CONSOLE_ROLES)}")
+        if not isinstance(hashed, str) or not hashed.startswith("scrypt$"):
+            raise ConfigError(f"{where}: console.users {name}: 'password_hash' must come from "
+                              f"`callbot console hash-password` (scrypt$...)")
+        if any(u.name == name for u in users):
+            raise ConfigError(f"{where}: console.users: user {name!r} is defined twice")
+        users.append(ConsoleUser(name=name, role=role, password_hash=hashed))
+    return tuple(users)
+
+
+def _masked(section: str, table: dict[str, Any]) -> dict[str, Any]:
+    """The printable form of a section: password hashes and database passwords hidden."""
+    if section == "console":
+        table["users"] = [{**u, "password_hash": "***"} for u in table["users"]]
+    if section == "transcripts" and "@" in table.get("url", ""):
+        scheme, _, rest = table["url"].partition("://")
+        creds, _, host = rest.rpartition("@")
+        if ":" in creds:
+            table["url"] = f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return table
 
 
 def plugin_sections() -> dict[str, EntryPoint]:
@@ -268,6 +362,16 @@ def load_config(path: str | os.PathLike[str] | None = None,
             if section == "paths":
                 value = Path(value)
                 value = value if value.is_absolute() else root / value
+            if (section, f.name) == ("console", "users"):
+                value = _console_users(value, source)
+            if (section, f.name) == ("console", "review_below") and not 0 < value <= 1:
+                raise ConfigError(f"{source}: console.review_below must be between 0 and 1")
+            if (section, f.name) == ("console", "retrain_folds") and value < 2:
+                raise ConfigError(f"{source}: console.retrain_folds must be at least 2")
+            if (section, f.name) == ("transcripts", "url") and value and not value.startswith(
+                    ("postgresql://", "postgres://", "sqlite:///")):
+                raise ConfigError(f"{source}: transcripts.url must be empty (SQLite in "
+                                  f"paths.data), sqlite:///FILE or postgresql://...")
             values[f.name] = value
         sections[section] = cls(**values)
     ep = sections["endpointing"]

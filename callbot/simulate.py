@@ -62,8 +62,12 @@ def prepare(turns: Iterable[CallerTurn]) -> list[CallerTurn]:
 
 def simulate(engines: Engines, turns: Iterable[CallerTurn],
              on_turn: Callable[[Turn], None] | None = None,
-             max_ms: int | None = None) -> SimulationResult:
-    """Play a whole call; returns when it ends (or at ``max_ms`` of call time: ongoing)."""
+             max_ms: int | None = None, recorder=None) -> SimulationResult:
+    """Play a whole call; returns when it ends (or at ``max_ms`` of call time: ongoing).
+
+    ``recorder``: a :class:`callbot.transcripts.CallRecorder` that keeps the transcript, as
+    for a real call.
+    """
     config = engines.config
     fm = config.endpointing.frame_ms
     silence = b"\x00" * frame_bytes(TELEPHONY_RATE, fm)
@@ -72,12 +76,17 @@ def simulate(engines: Engines, turns: Iterable[CallerTurn],
     barge = [0]
 
     def observe(event: object) -> None:
+        if recorder is not None:
+            recorder.observe(event)
         if isinstance(event, Turn) and on_turn:
             on_turn(event)
         elif type(event).__name__ == "BargeIn":
             barge[0] += 1
 
-    session = CallSession(engines, call_id="simulation", observer=observe)
+    session = CallSession(engines, call_id="simulation", observer=observe,
+                          audio_tap=recorder.audio_tap if recorder is not None else None)
+    if recorder is not None:
+        recorder.attach(session)
     if max_ms is None:
         ep = config.endpointing
         max_ms = 60_000 + ep.no_input_ms * (config.dialogue.no_input_limit
@@ -125,6 +134,8 @@ def simulate(engines: Engines, turns: Iterable[CallerTurn],
     while not session.ended.is_set() and session.clock_ms < limit[0]:
         tick()
     ending = session.ending if session.ended.is_set() else None
+    if recorder is not None:
+        recorder.close()
     outcome = ("transferred" if isinstance(ending, Transfer)
                else "hung_up" if isinstance(ending, HangUp) else "ongoing")
     return SimulationResult(turns=session.turns, outcome=outcome, ending=ending,

@@ -54,3 +54,42 @@ def classifier(config: Config):
     from callbot.intents import load_classifier
 
     return load_classifier(config)
+
+
+# --- transcripts and console (appended) ------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def text_engines(config: Config):
+    """Engines without a recognizer: calls are driven with text (session.hear) and keys."""
+    from callbot.session import Engines
+
+    return Engines.load(config, asr=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL 15 server for the session (Debian's binaries, run as `postgres`
+    when the tests run as root); the test fails, with the reason, if it cannot start."""
+    from pg_server import PgServer, PgStartError
+
+    server = PgServer()
+    try:
+        server.start()
+    except PgStartError as exc:
+        server.cleanup()
+        pytest.fail(f"PostgreSQL could not start: {exc}", pytrace=False)
+    yield server
+    server.stop()
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_config(request, config: Config, tmp_path) -> Config:
+    """``config`` whose transcripts go to a fresh SQLite file or a fresh PostgreSQL database."""
+    url = ""
+    if request.param == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        url = server.new_database()
+    return dataclasses.replace(
+        config, paths=dataclasses.replace(config.paths, data=tmp_path / "data"),
+        transcripts=dataclasses.replace(config.transcripts, url=url))

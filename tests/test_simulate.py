@@ -154,3 +154,15 @@ def test_bad_configuration_is_refused(tmp_path):
     r = callbot("--config", str(cfg), "simulate", "--text", "bonjour")
     assert r.returncode == 2 and "dialogue.no_input_limit" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_simulated_call_can_be_kept_in_the_transcript_store(tmp_path):
+    import os
+
+    env = dict(os.environ, CALLBOT_PATHS_DATA=str(tmp_path))
+    r = callbot("simulate", "--text", "comment je trouve mon code ape", "--text", "au revoir",
+                "--save-transcript", env=env)
+    assert r.returncode == 0, r.stderr
+    r = callbot("transcripts", "list", "--intent", "connaitre_code_ape", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "resolved" in r.stdout and "1 call(s)" in r.stdout

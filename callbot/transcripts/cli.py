@@ -1,0 +1,176 @@
+"""`callbot transcripts list|show|export|purge`: the store from a terminal.
+
+Registered through the "callbot.commands" entry point, like every layer's commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from ..errors import CallbotError
+from .records import OUTCOMES
+
+
+def parse_since(text: str) -> float:
+    """"2026-11-01", "2026-11-01T08:00" or "7d" (seven days ago) → a timestamp."""
+    m = re.fullmatch(r"(\d+)d", text.strip())
+    if m:
+        return time.time() - int(m.group(1)) * 86400
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (YYYY-MM-DD) nor a number of days (7d)") from None
+
+
+def _store(args):
+    from ..config import load_config
+    from .store import open_store
+
+    return open_store(load_config(getattr(args, "config", None)))
+
+
+def _filter(args):
+    from .store import CallFilter
+
+    return CallFilter(since=args.since, outcome=getattr(args, "outcome", None),
+                      intent=getattr(args, "intent", None))
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def cmd_list(args) -> int:
+    store = _store(args)
+    calls, total = store.list_calls(_filter(args), limit=args.limit)
+    print(f"{'started':19}  {'call':24}  {'dur':>6}  {'outcome':13}  {'turns':>5}  intents")
+    for c in calls:
+        dur = f"{c['duration_ms'] / 1000:.0f}s" if c["duration_ms"] is not None else "-"
+        print(f"{_when(c['started_at'])}  {c['id'][:24]:24}  {dur:>6}  "
+              f"{(c['outcome'] or 'open'):13}  {c['caller_turns']:>5}  "
+              f"{', '.join(c['intents']) or '-'}")
+    more = f" (showing {len(calls)}; --limit for more)" if total > len(calls) else ""
+    print(f"{total} call(s){more}")
+    return 0
+
+
+def _turn_line(t: dict[str, Any]) -> str:
+    offset = f"+{t['offset_ms'] / 1000:6.1f}s" if t["offset_ms"] is not None else " " * 8
+    if t["speaker"] == "bot":
+        extra = f"  [{t['answer_id']}]" if t["answer_id"] else ""
+        if t["barge_in_ms"] is not None:
+            extra += f"  (cut by the caller after {t['barge_in_ms']} ms)"
+        ends = [e for e in t["events"] if e.get("type") in ("transfer", "hangup")]
+        for e in ends:
+            extra += f"  -> {e['type']} ({e.get('reason')})"
+        return f"{offset} bot:    {t['text'] or ''}{extra}"
+    if t["kind"] == "dtmf":
+        return f"{offset} caller: [key {t['dtmf']}]"
+    if t["kind"] == "silence":
+        return f"{offset} caller: [silence]"
+    bits = []
+    if t["intent"]:
+        conf = f" {t['confidence']:.2f}" if t["confidence"] is not None else ""
+        bits.append(f"{t['intent']}{conf} {t['decision'] or ''}".strip())
+    if t["asr_engine"]:
+        conf = f" {t['asr_confidence']:.2f}" if t["asr_confidence"] is not None else ""
+        bits.append(f"asr {t['asr_engine']}{conf}")
+    if t["latency_ms"] is not None:
+        bits.append(f"answered in {t['latency_ms']:.0f} ms")
+    return f"{offset} caller: {t['text']}" + (f"  ({'; '.join(bits)})" if bits else "")
+
+
+def cmd_show(args) -> int:
+    store = _store(args)
+    call = store.find_call(args.call_id)
+    if call is None:
+        raise CallbotError(f"no call {args.call_id!r} in the transcripts "
+                           f"(`callbot transcripts list` shows the ids)")
+    print(f"call {call['id']}  (SIP {call['sip_call_id'] or '-'}, worker {call['worker']})")
+    print(f"from {call['caller_number'] or 'unknown'}  started {_when(call['started_at'])}  "
+          f"ended {_when(call['ended_at'])}  "
+          f"duration {(call['duration_ms'] or 0) / 1000:.1f} s")
+    outcome = call["outcome"] or "open (going on, or its process stopped)"
+    if call["outcome"] == "transferred":
+        outcome += (f" ({call['transfer_reason']}) to {call['transfer_target'] or '?'}: "
+                    f"{call['transfer_result'] or 'result unknown'}")
+    elif call["detail"]:
+        outcome += f" ({call['detail']})"
+    print(f"outcome: {outcome}")
+    if call["summary"]:
+        print(f"summary: {call['summary']}")
+    if call["recording"]:
+        print(f"recording: {store.recordings / call['recording']}")
+    for t in store.turns(call["id"]):
+        print(_turn_line(t))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import write_csv, write_jsonl
+
+    store = _store(args)
+    calls = store.iter_calls(_filter(args))
+    out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+    try:
+        write = write_jsonl if args.format == "jsonl" else write_csv
+        n = write(calls, out, redact=args.redact)
+    finally:
+        if args.out:
+            out.close()
+    print(f"{n} call(s) exported{' (redacted)' if args.redact else ''}"
+          f"{' to ' + args.out if args.out else ''}", file=sys.stderr)
+    return 0
+
+
+def cmd_purge(args) -> int:
+    from ..config import load_config
+    from .retention import purge
+
+    config = load_config(getattr(args, "config", None))
+    r = purge(config)
+    print(f"kept {config.transcripts.retention_days} days (since {_when(r.before)}): deleted "
+          f"{r.calls} call(s), {r.turns} turn(s), {r.recordings} recording(s); "
+          f"{r.closed} call(s) left open by a crash closed as errors")
+    return 0
+
+
+def register(sub) -> None:
+    """Add `transcripts` to the `callbot` command line."""
+    tr = sub.add_parser("transcripts", help="recorded calls: list, show, export, purge")
+    tsub = tr.add_subparsers(dest="transcripts_command", metavar="ACTION")
+
+    def filters(p: argparse.ArgumentParser, outcome: bool = True) -> None:
+        p.add_argument("--since", type=parse_since, metavar="D",
+                       help="calls started from this date (YYYY-MM-DD) or so many days "
+                            "ago (7d)")
+        if outcome:
+            p.add_argument("--outcome", choices=OUTCOMES + ("open",))
+            p.add_argument("--intent", metavar="I", help="a caller utterance had intent I")
+
+    ls = tsub.add_parser("list", help="calls, newest first")
+    filters(ls)
+    ls.add_argument("--limit", type=int, default=100, help="at most so many (default 100)")
+    ls.set_defaults(func=cmd_list)
+
+    show = tsub.add_parser("show", help="one call, turn by turn")
+    show.add_argument("call_id", metavar="CALL_ID", help="call id or SIP call id")
+    show.set_defaults(func=cmd_show)
+
+    ex = tsub.add_parser("export", help="calls with their turns as JSON lines or CSV")
+    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    ex.add_argument("--redact", action="store_true",
+                    help="remove SIREN/SIRET, phone numbers and e-mail addresses")
+    ex.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    filters(ex)
+    ex.set_defaults(func=cmd_export)
+
+    pu = tsub.add_parser("purge", help="delete transcripts and recordings older than "
+                                       "[transcripts] retention_days")
+    pu.set_defaults(func=cmd_purge)

@@ -1,0 +1,269 @@
+"""One call's recorder: a CallSession's events in, transcript rows out, nothing ever blocking.
+
+Wiring (SIP worker or simulator)::
+
+    recorder = CallRecorder(store, CallInfo(call_id, sip_call_id, caller_number, worker))
+    session = CallSession(engines, call_id, observer=recorder.observe,
+                          audio_tap=recorder.audio_tap)
+    recorder.attach(session)          # latencies and call time come from the session
+    ...
+    recorder.transfer_result("sip:conseillers@pbx", "accepted")   # when the SIP side knows
+    recorder.close()                  # outcome taken from what the call did
+
+Each observed :class:`~callbot.events.Turn` becomes a caller row (speech, key or silence)
+and a bot row (what it said, the answer id, every event), queued for the writer thread.
+A failure here is logged once and swallowed: recording must never break a call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from functools import partial
+from typing import Any
+
+from ..events import BargeIn, HangUp, Say, Transfer, Turn
+from . import writes
+from .records import (
+    ADVISOR_INTENT,
+    CALLER_HANGUP,
+    CONTROL_INTENTS,
+    NO_INPUT,
+    RESOLVED,
+    TRANSFERRED,
+    CallInfo,
+    local_day,
+)
+from .store import TranscriptStore
+from .wavfile import StereoWavWriter
+
+log = logging.getLogger("callbot.transcripts")
+
+
+def _recording_name(info: CallInfo) -> str:
+    """A file name safe whatever the call id holds, unique per call id."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", info.call_id)[:60].strip("._") or "call"
+    digest = hashlib.sha1(info.call_id.encode()).hexdigest()[:8]
+    return f"{local_day(info.started_at)}/{safe}-{digest}.wav"
+
+
+def outcome_of(ending: Transfer | HangUp | None, played: bool) -> str:
+    """How a call ended, from the last event the dialogue emitted.
+
+    A goodbye cut short by the caller hanging up is still a resolved call; a transfer
+    whose announcement was cut short never reached an advisor.
+    """
+    if isinstance(ending, HangUp):
+        return NO_INPUT if ending.reason == "no_input" else RESOLVED
+    if isinstance(ending, Transfer) and played:
+        return TRANSFERRED
+    return CALLER_HANGUP
+
+
+class CallRecorder:
+    """Records one call; create it when the call is answered, close it when it is over."""
+
+    def __init__(self, store: TranscriptStore, info: CallInfo):
+        self.store = store
+        self.info = info
+        self.session: Any = None
+        self.ending: Transfer | HangUp | None = None   # played to the end
+        self.closed = False
+        self.caller_turns = 0
+        self.answers = 0
+        self._seq = 0
+        self._last_bot_seq: int | None = None
+        self._pending: list[tuple[int, int]] = []   # (caller row, index in session.latencies)
+        self._heard = 0
+        self._said_error = False
+        self._wav: StereoWavWriter | None = None
+        self._wav_lock = threading.Lock()
+        self.recording: str | None = None
+        self.enabled = store.config.transcripts.enabled
+        if not self.enabled:          # [transcripts] enabled = false: a recorder that does
+            self.closed = True        # nothing, so the wiring never depends on the setting
+            return
+        store.recover_worker(info.worker)
+        if store.config.recording.enabled:
+            name = _recording_name(info)
+            try:
+                self._wav = StereoWavWriter(store.recordings / name)
+                self.recording = name
+            except OSError as exc:
+                log.error("transcripts: cannot record call %s to %s: %s", info.call_id,
+                          store.recordings, exc.strerror)
+        store.submit(partial(writes.insert_call, self._call_row()))
+
+    # --- wiring -----------------------------------------------------------------------------
+    @property
+    def audio_tap(self):
+        """What to pass as CallSession's audio_tap: None unless [recording] is enabled."""
+        return self.audio if self._wav is not None else None
+
+    def attach(self, session: Any) -> None:
+        """The session whose latencies and call clock complete the rows."""
+        self.session = session
+
+    # --- events -----------------------------------------------------------------------------
+    def observe(self, event: object) -> None:
+        """The CallSession observer: a Turn, a BargeIn, or the Transfer/HangUp once played."""
+        if self.closed:
+            return
+        try:
+            self._reconcile()
+            if isinstance(event, Turn):
+                self._turn(event)
+            elif isinstance(event, BargeIn):
+                if self._last_bot_seq is not None:
+                    self._update_turn(self._last_bot_seq, {"barge_in_ms": event.played_ms})
+            elif isinstance(event, (Transfer, HangUp)):
+                self.ending = event
+                if isinstance(event, Transfer):
+                    self.store.submit(partial(writes.update_call, self.info.call_id,
+                                              {"transfer_reason": event.reason,
+                                               "summary": event.context.summary}))
+        except Exception:
+            self._error("observe")
+
+    def audio(self, caller: bytes, bot: bytes) -> None:
+        """The CallSession audio tap: one 20 ms frame of each side."""
+        with self._wav_lock:
+            if self._wav is None:
+                return
+            try:
+                self._wav.write(caller, bot)
+            except (OSError, ValueError) as exc:
+                log.error("transcripts: recording of call %s stopped: %s", self.info.call_id,
+                          exc)
+                self._close_wav()
+
+    def transfer_result(self, target: str, result: str) -> None:
+        """Where the SIP side sent the caller, and how it went (accepted, failed, ...)."""
+        if not self.enabled:
+            return
+        try:
+            self.store.submit(partial(writes.update_call, self.info.call_id,
+                                      {"transfer_target": target, "transfer_result": result}))
+        except Exception:
+            self._error("transfer_result")
+
+    def close(self, outcome: str | None = None, detail: str | None = None) -> None:
+        """The call is over. ``outcome`` None: taken from the call (resolved, transferred, no
+        input, hung up by the caller); the SIP side passes "error" with a ``detail``."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._reconcile(final=True)
+            ending = self.ending
+            pending = getattr(self.session, "ending", None)
+            if ending is None and pending is not None:
+                ending = pending
+            if outcome is None:
+                outcome = outcome_of(ending, played=self.ending is not None)
+            if detail is None and isinstance(ending, HangUp):
+                detail = ending.reason
+            elif detail is None and isinstance(ending, Transfer) and self.ending is None:
+                detail = "hung up during the transfer announcement"
+            with self._wav_lock:
+                self._close_wav()
+            now = time.time()
+            clock = getattr(self.session, "clock_ms", 0)
+            row = self._call_row()
+            row.update(ended_at=now, outcome=outcome, detail=detail,
+                       duration_ms=int(clock) if clock else int((now - self.info.started_at)
+                                                                 * 1000),
+                       caller_turns=self.caller_turns, answers=self.answers)
+            if isinstance(ending, Transfer):
+                row.update(transfer_reason=ending.reason, summary=ending.context.summary)
+            self.store.submit(partial(writes.close_call, row))
+        except Exception:
+            self._error("close")
+
+    # --- internals --------------------------------------------------------------------------
+    def _call_row(self) -> dict[str, Any]:
+        i = self.info
+        return {"id": i.call_id, "sip_call_id": i.sip_call_id, "started_at": i.started_at,
+                "day": local_day(i.started_at), "caller_number": i.caller_number,
+                "worker": i.worker, "recording": self.recording}
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _turn(self, turn: Turn) -> None:
+        now = time.time()
+        offset = getattr(self.session, "clock_ms", None)
+        says = [e for e in turn.events if isinstance(e, Say)]
+        greeting = any(s.key == "prompt:greeting" for s in says) and turn.caller is None
+        kind = ("speech" if turn.caller is not None else "dtmf" if turn.dtmf is not None
+                else None if greeting else "silence")
+        rows: list[dict[str, Any]] = []
+        if kind is not None:
+            seq = self._next()
+            rows.append({
+                "call_id": self.info.call_id, "seq": seq, "at": now, "offset_ms": offset,
+                "speaker": "caller", "kind": kind, "text": turn.caller,
+                "asr_engine": turn.asr_engine, "asr_confidence": turn.asr_confidence,
+                "intent": turn.intent, "confidence": turn.confidence,
+                "decision": turn.decision if kind == "speech" else None,
+                "alternatives": json.dumps([[i, round(float(p), 4)]
+                                            for i, p in turn.alternatives])
+                if turn.alternatives else None,
+                "dtmf": turn.dtmf, "state": turn.state})
+            if kind == "speech" and says:
+                self._pending.append((seq, self._heard))
+                self._heard += 1
+        if turn.events:
+            seq = self._next()
+            self._last_bot_seq = seq
+            rows.append({
+                "call_id": self.info.call_id, "seq": seq, "at": now, "offset_ms": offset,
+                "speaker": "bot", "kind": "say", "text": turn.bot_text or None,
+                "answer_id": says[0].key if says else None,
+                "events": json.dumps([e.to_json() for e in turn.events], ensure_ascii=False),
+                "state": turn.state})
+        answers = sum(1 for s in says if s.key.startswith("answer:")
+                      and s.key[7:] not in CONTROL_INTENTS and s.key[7:] != ADVISOR_INTENT)
+        caller = 1 if kind == "speech" else 0
+        self.caller_turns += caller
+        self.answers += answers
+        if rows:
+            self.store.submit(partial(writes.insert_turns, rows, self.info.call_id, caller,
+                                      answers))
+
+    def _update_turn(self, seq: int, fields: dict[str, Any]) -> None:
+        self.store.submit(partial(writes.update_turn, self.info.call_id, seq, fields))
+
+    def _reconcile(self, final: bool = False) -> None:
+        """Attach each answer's latency (appended by the session just after it observed the
+        turn) to the caller row it answers."""
+        if not self._pending:
+            return
+        marks = getattr(self.session, "latencies", None) or []
+        left = []
+        for seq, k in self._pending:
+            if k < len(marks):
+                self._update_turn(seq, {"latency_ms": round(marks[k].final_to_audio_ms, 2),
+                                        "decode_ms": round(marks[k].decode_ms, 2)})
+            elif not final:
+                left.append((seq, k))
+        self._pending = left
+
+    def _close_wav(self) -> None:
+        if self._wav is not None:
+            try:
+                self._wav.close()
+            except OSError:
+                pass
+            self._wav = None
+
+    def _error(self, where: str) -> None:
+        if not self._said_error:
+            self._said_error = True
+            log.exception("transcripts: recording call %s failed in %s; the call goes on "
+                          "unrecorded", self.info.call_id, where)
