@@ -285,7 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
                     ).set_defaults(func=cmd_config_check)
     # Other layers (the SIP side) add their commands here; the core does not import them.
     for ep in entry_points(group="callbot.commands"):
-        ep.load()(sub)
+        try:
+            register = ep.load()
+        except Exception as exc:  # a broken optional layer must not take the core down
+            _err(f"warning: commands of '{ep.name}' unavailable ({exc}); "
+                 f"reinstall with `make setup`")
+            continue
+        register(sub)
     return p
 
 
