@@ -3,8 +3,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages: espeak-ng (French voice), sox; asterisk sounds (real French speech for tests)
-SYSTEM_PACKAGES := espeak-ng sox asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
+# Debian packages: espeak-ng (French voice), sox; asterisk sounds (real French speech for tests);
+# sip-tester (SIPp), baresip-core, kamailio: the SIP side's test user agents and dispatcher;
+# postgresql: the transcript store's tests start a real server; chromium: the console's
+# browser tests (Playwright drives Debian's chromium, never a downloaded browser)
+SYSTEM_PACKAGES := espeak-ng sox asterisk-core-sounds-fr-wav asterisk-core-sounds-fr \
+                   sip-tester baresip-core kamailio postgresql chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test system venv models train bench clean

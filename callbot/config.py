@@ -143,6 +143,7 @@ class Config:
         return self.paths.models
 
     def to_dict(self) -> dict[str, Any]:
+        """The core's sections, secrets masked (other layers print their own sections)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name in ("source", "extra"):
@@ -150,7 +151,6 @@ class Config:
             section = getattr(self, f.name)
             out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else v)
                                            for k, v in dataclasses.asdict(section).items()})
-        out.update(copy.deepcopy(dict(self.extra)))
         return out
 
 

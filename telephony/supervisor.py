@@ -1,13 +1,20 @@
-"""`callbot serve`: N worker processes, the Kamailio front, restarts and a clean stop.
+"""Run ``workers.count`` worker processes and keep them alive: ``callbot serve``.
 
-A pjsua2 process carries four calls and can be brought down by a burst of call churn, so
-calls are spread over worker processes that the supervisor restarts when one dies: a dead
-worker loses only its own calls. With more than one worker, Kamailio holds the public SIP
-port and dispatches to the workers (see :mod:`telephony.dispatcher`); with one worker, the
-worker listens on the public port itself.
+One pjsua2 process carries at most 4 calls (the wheel's PJSUA_MAX_CALLS), so capacity comes
+from processes behind a dispatcher (Kamailio, see :mod:`telephony.dispatcher`). Worker i
+listens on ``workers.base_sip_port + i`` with RTP from ``workers.base_rtp_port + i *
+sip.rtp_port_range``. The supervisor
 
-SIGTERM (or Ctrl-C): workers are asked to stop (they let calls finish or transfer them
-within ``workers.drain_timeout_s``), then Kamailio is stopped.
+- restarts a worker that exits (crash, or a planned recycle after
+  ``workers.recycle_after_calls``), with a back-off that doubles up to 30 s;
+- probes each ready worker with OPTIONS every ``workers.health_interval_s`` and kills
+  (then restarts) one that misses 3 probes in a row: a wedged process answers nothing;
+- forwards every worker's JSON events to its stdout with ``"worker": i`` added;
+- on SIGTERM, passes it on (the workers drain), waits ``drain_timeout_s`` + 10 s, kills
+  what is left, and exits 0. A second SIGTERM or Ctrl-C shortens the wait.
+
+The supervisor never loads pjsua2 or the models: it stays small and cannot be taken down
+by what takes a worker down.
 """
 
 from __future__ import annotations
@@ -20,167 +27,172 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from .dispatcher import DispatcherPlan, check_command, command, write_config
-from .settings import TelephonySettings
+from . import probe
+from .settings import TelephonySettings, load_settings
 
-RESTART_BACKOFF_S = (0.2, 1.0, 3.0, 10.0)   # a worker that keeps dying is not respawned in a loop
-HEALTHY_AFTER_S = 30.0                       # alive this long: its restart count starts over
+MAX_BACKOFF_S = 30.0
+HEALTHY_AFTER_S = 60.0     # a worker up this long gets its back-off reset
+MISSES_BEFORE_KILL = 3
 
 
 @dataclass
-class Child:
-    name: str
-    argv: list[str]
+class Slot:
+    """One worker position: its ports, its current process, its restart history."""
+
+    index: int
+    port: int
+    rtp_port: int
     proc: subprocess.Popen | None = None
     started: float = 0.0
+    ready: bool = False
     restarts: int = 0
-    ready: threading.Event = field(default_factory=threading.Event)
+    backoff_s: float = 1.0
     next_start: float = 0.0
+    misses: int = 0
+    next_probe: float = 0.0
+    reader: threading.Thread | None = field(default=None, repr=False)
 
 
 class Supervisor:
-    """Starts, watches and stops the SIP side of one machine."""
-
     def __init__(self, settings: TelephonySettings, config_path: str | None,
-                 log: Callable[[str], None] | None = None):
+                 out=None) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.log = log or (lambda line: print(line, flush=True))
-        self.stopping = threading.Event()
-        self.children: list[Child] = []
-        self.front: Child | None = None
-        self.state_dir = settings.core.paths.data / "sip"
-        n = settings.workers.count
-        for i in range(n):
-            port = settings.sip.port if n == 1 else settings.workers.sip_port(i)
-            argv = [sys.executable, "-m", "telephony.worker", "--port", str(port),
-                    "--rtp-port", str(settings.rtp_port_for(i))]
-            if config_path:
-                argv += ["--config", str(config_path)]
-            self.children.append(Child(f"worker-{i}", argv))
-        if n > 1:
-            self.plan = DispatcherPlan(
-                listen=settings.sip.bind, port=settings.sip.port,
-                transports=settings.sip.transports,
-                workers=tuple(f"sip:{settings.sip.bind}:{settings.workers.sip_port(i)}"
-                              for i in range(n)))
-            cfg = write_config(self.plan, self.state_dir)
-            self.front = Child("kamailio", command(cfg, self.state_dir))
-            self.kamailio_cfg = cfg
+        self.out = out or sys.stdout
+        self.lock = threading.Lock()
+        w = settings.workers
+        self.slots = [Slot(i, w.base_sip_port + i, settings.rtp_port_for(i))
+                      for i in range(w.count)]
+        self.stopping = False
+        self.force = False
 
-    # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        if self.front is not None:
-            check = subprocess.run(check_command(self.kamailio_cfg), capture_output=True,
-                                   text=True)
-            if check.returncode != 0:
-                raise RuntimeError(f"generated Kamailio configuration {self.kamailio_cfg} is "
-                                   f"invalid: {check.stderr.strip().splitlines()[-1:]}")
-        for child in self.children:
-            self._spawn(child)
-        if self.front is not None:
-            self._spawn(self.front)
-            self.log(f"SIP front: Kamailio on {self.plan.listen}:{self.plan.port} "
-                     f"({'/'.join(self.plan.transports)}) -> {len(self.children)} workers; "
-                     f"configuration {self.kamailio_cfg}")
+    # --- output ---------------------------------------------------------------------------
+    def emit(self, event: str, **fields: Any) -> None:
+        self._write({"t": round(time.time(), 3), "event": event, "source": "supervisor",
+                     **fields})
 
-    def wait_ready(self, timeout: float = 60.0) -> bool:
-        deadline = time.monotonic() + timeout
-        for child in self.children:
-            if not child.ready.wait(max(0.0, deadline - time.monotonic())):
-                return False
-        return True
+    def _write(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        with self.lock:
+            try:
+                self.out.write(line + "\n")
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _forward(self, slot: Slot, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = {"event": "worker_output", "line": line.rstrip()}
+            record["worker"] = slot.index
+            if record.get("event") == "ready":
+                slot.ready = True
+            self._write(record)
+
+    # --- processes --------------------------------------------------------------------------
+    def command(self, slot: Slot) -> list[str]:
+        cmd = [sys.executable, "-m", "telephony.worker", "--port", str(slot.port),
+               "--rtp-port", str(slot.rtp_port)]
+        if self.config_path:
+            cmd[3:3] = ["--config", self.config_path]
+        return cmd
+
+    def spawn(self, slot: Slot) -> None:
+        slot.proc = subprocess.Popen(self.command(slot), stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)   # our Ctrl-C is not theirs
+        slot.started = time.monotonic()
+        slot.ready = False
+        slot.misses = 0
+        slot.next_probe = slot.started + self.settings.workers.health_interval_s
+        slot.reader = threading.Thread(target=self._forward, args=(slot, slot.proc),
+                                       name=f"worker-{slot.index}-out", daemon=True)
+        slot.reader.start()
+        self.emit("worker_started", worker=slot.index, pid=slot.proc.pid, port=slot.port,
+                  rtp_port=slot.rtp_port, restarts=slot.restarts)
+
+    def check(self, slot: Slot, now: float) -> None:
+        proc = slot.proc
+        if proc is None:
+            if now >= slot.next_start and not self.stopping:
+                self.spawn(slot)
+            return
+        code = proc.poll()
+        if code is not None:
+            if slot.reader is not None:
+                slot.reader.join(2)
+            uptime = now - slot.started
+            if uptime >= HEALTHY_AFTER_S:
+                slot.backoff_s = 1.0
+            self.emit("worker_exited", worker=slot.index, pid=proc.pid, code=code,
+                      uptime_s=round(uptime, 1), restart_in_s=slot.backoff_s)
+            slot.proc = None
+            slot.restarts += 1
+            slot.next_start = now + slot.backoff_s
+            slot.backoff_s = min(MAX_BACKOFF_S, slot.backoff_s * 2)
+            return
+        if slot.ready and now >= slot.next_probe and not self.stopping:
+            slot.next_probe = now + self.settings.workers.health_interval_s
+            status = probe.options(self.settings.sip.bind, slot.port,
+                                   bind=self.settings.sip.bind, timeout=2.0)
+            slot.misses = 0 if status == 200 else slot.misses + 1
+            if slot.misses >= MISSES_BEFORE_KILL:
+                self.emit("worker_unhealthy", worker=slot.index, pid=proc.pid,
+                          misses=slot.misses)
+                proc.kill()
 
     def run(self) -> int:
-        """Watch the children until stopped; returns the exit code."""
-        while not self.stopping.is_set():
+        for slot in self.slots:
+            self.spawn(slot)
+        while not self.stopping:
             now = time.monotonic()
-            for child in self.children + ([self.front] if self.front else []):
-                proc = child.proc
-                if proc is not None and proc.poll() is not None:
-                    self.log(f"{child.name} (pid {proc.pid}) exited with {proc.returncode}: "
-                             f"restarting")
-                    child.proc = None
-                    child.ready.clear()
-                    if now - child.started > HEALTHY_AFTER_S:
-                        child.restarts = 0
-                    delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
-                    child.next_start = now + delay
-                    child.restarts += 1
-                if child.proc is None and now >= child.next_start:
-                    self._spawn(child)
-            self.stopping.wait(0.2)
-        return self.stop()
+            for slot in self.slots:
+                self.check(slot, now)
+            time.sleep(0.2)
+        return self.shutdown()
 
-    def stop(self) -> int:
-        self.stopping.set()
-        drain = self.settings.workers.drain_timeout_s
-        for child in self.children:
-            if child.proc and child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + drain + 5
-        for child in self.children:
-            if child.proc:
-                try:
-                    child.proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    self.log(f"{child.name} did not stop in time: killed")
-                    child.proc.kill()
-                    child.proc.wait()
-        if self.front and self.front.proc and self.front.proc.poll() is None:
-            self.front.proc.terminate()
-            try:
-                self.front.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.front.proc.kill()
-                self.front.proc.wait()
-        self.log("stopped")
+    def shutdown(self) -> int:
+        self.emit("stopping", workers=sum(s.proc is not None for s in self.slots))
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.workers.drain_timeout_s + 10.0
+        while time.monotonic() < deadline and not self.force:
+            if all(s.proc is None or s.proc.poll() is not None for s in self.slots):
+                break
+            time.sleep(0.1)
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                if self.force:
+                    slot.proc.send_signal(signal.SIGTERM)   # workers skip the drain on a 2nd
+                    try:
+                        slot.proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                if slot.proc.poll() is None:
+                    slot.proc.kill()
+                    self.emit("worker_killed", worker=slot.index, pid=slot.proc.pid)
+            if slot.proc is not None:
+                slot.proc.wait()
+                if slot.reader is not None:
+                    slot.reader.join(2)
+        self.emit("stopped", codes={s.index: (s.proc.returncode if s.proc else None)
+                                    for s in self.slots})
         return 0
 
-    # --- internals -------------------------------------------------------------------------
-    def _spawn(self, child: Child) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        child.proc = subprocess.Popen(child.argv, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, env=env,
-                                      start_new_session=True)
-        child.started = time.monotonic()
-        threading.Thread(target=self._forward, args=(child, child.proc), daemon=True,
-                         name=f"log-{child.name}").start()
 
-    def _forward(self, child: Child, proc: subprocess.Popen) -> None:
-        """Prefix each line of the child's output with its name; notice "ready"."""
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if child is not self.front and not child.ready.is_set():
-                try:
-                    if json.loads(line).get("event") == "ready":
-                        child.ready.set()
-                except (ValueError, AttributeError):
-                    pass
-            self.log(f"[{child.name}] {line}")
+def main(config_path: str | None = None) -> int:
+    settings = load_settings(config_path)
+    sup = Supervisor(settings, config_path or os.environ.get("CALLBOT_CONFIG"))
 
-    def pids(self) -> dict[str, int]:
-        return {c.name: c.proc.pid for c in self.children + ([self.front] if self.front else [])
-                if c.proc is not None and c.proc.poll() is None}
+    def stop(signum, frame) -> None:
+        if sup.stopping or signum == signal.SIGINT:
+            sup.force = True
+        sup.stopping = True
 
-
-def serve(settings: TelephonySettings, config_path: str | None) -> int:
-    """Run until SIGTERM/SIGINT."""
-    sup = Supervisor(settings, config_path)
-
-    def on_signal(signum, frame):
-        sup.stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    Path(sup.state_dir).mkdir(parents=True, exist_ok=True)
-    sup.start()
-    if sup.wait_ready(120):
-        sip = settings.sip
-        sup.log(f"callbot answering on sip:{sip.user}@{sip.bind}:{sip.port} "
-                f"({len(sup.children)} worker(s), {sip.max_calls} calls each)")
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     return sup.run()

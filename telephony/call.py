@@ -1,0 +1,332 @@
+"""One answered call on the SIP side: pjsua2 callbacks, media wiring, and how it ends.
+
+Everything here runs on the worker's main loop thread (``threadCnt=0``, ``mainThreadOnly``),
+so it may call pjsua freely; the session itself lives on the call's runner thread, and the
+two talk through queues only (:class:`CallRunner` commands one way, :class:`Action` the
+other). The ending follows the session: a HangUp hangs up once the last words are played;
+a Transfer sends a blind REFER and follows its NOTIFYs, hanging up the bot's leg on success
+(the transferee does not); a refused or silent REFER falls back to the configured text, or
+to bridging the caller to the queue from here.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from callbot.events import HangUp, Transfer
+
+from .media import CallPort, stream_stats
+from .runner import Action, CallRunner
+from .transfer import context_headers, refer_target
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+TAIL_S = 0.3    # after the last frame is pulled, let it cross the jitter buffer before BYE
+
+
+def _audio_media(call: pj.Call) -> list[pj.AudioMedia]:
+    out = []
+    try:
+        info = call.getInfo()
+    except pj.Error:
+        return out
+    for i, m in enumerate(info.media):
+        if m.type == pj.PJMEDIA_TYPE_AUDIO and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+            try:
+                out.append(call.getAudioMedia(i))
+            except pj.Error:
+                pass
+    return out
+
+
+def _op(code: int = 0, headers: list[tuple[str, str]] | None = None) -> pj.CallOpParam:
+    prm = pj.CallOpParam(True)
+    if code:
+        prm.statusCode = code
+    for name, value in headers or []:
+        h = pj.SipHeader()
+        h.hName, h.hValue = name, value
+        prm.txOption.headers.append(h)
+    return prm
+
+
+class BotCall(pj.Call):
+    """An incoming call the bot answers (or refuses)."""
+
+    def __init__(self, worker: "Worker", account: pj.Account, call_id: int, key: int,
+                 source: str) -> None:
+        super().__init__(account, call_id)
+        self.worker = worker
+        self.key = key
+        self.source = source
+        self.sip_call_id = ""
+        self.account = account          # a bridged transfer leaves through the same account
+        # new → answered → talking → hangup | transferring → (transferred | fallback |
+        # bridging) → hangup_sent → gone; refused INVITEs go straight to gone.
+        self.phase = "new"
+        self.refused = False
+        self.inbox: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
+        self.port: CallPort | None = None
+        self.runner: CallRunner | None = None
+        self.media: list[pj.AudioMedia] = []
+        self.bridge: BridgeCall | None = None
+        self.hangup_at: float | None = None
+        self.deadline: float | None = None
+        self.transfer: Transfer | None = None
+        self.hung_up_by = ""
+        self.opened = time.monotonic()
+        self.stats: dict = {}
+        self.stats_at = 0.0
+
+    # --- SIP callbacks (main thread) ----------------------------------------------------------
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            info = self.getInfo()
+        except pj.Error:
+            return
+        self.sip_call_id = self.sip_call_id or info.callIdString
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.refused:
+            self.worker.log("answered", call=self.sip_call_id, key=self.key, source=self.source)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if not self.hung_up_by:
+                self.hung_up_by = "caller"
+            self.worker.call_gone(self, info.lastStatusCode, info.lastReason)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        media = _audio_media(self)
+        if not media or self.phase in ("hangup_sent", "gone"):
+            return
+        if self.port is None:
+            self._start_session()
+        if self.port is not None:
+            self._connect(media)
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        method = {0: "rfc2833", 1: "sip_info"}.get(prm.method, str(prm.method))
+        self.worker.log("dtmf", call=self.sip_call_id, digit=prm.digit, method=method)
+        if self.runner is not None and self.phase == "talking":
+            self.runner.dtmf(prm.digit)
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        self.worker.log("transfer_status", call=self.sip_call_id, code=prm.statusCode,
+                        reason=prm.reason, final=prm.finalNotify)
+        if self.phase != "transferring":
+            prm.cont = False
+            return
+        if 200 <= prm.statusCode < 300 and prm.finalNotify:
+            self.phase = "transferred"
+            self.worker.log("transferred", call=self.sip_call_id)
+            self.hangup_at = time.monotonic()   # the transferee keeps our leg up otherwise
+            prm.cont = False
+        elif prm.statusCode >= 300 or prm.finalNotify:
+            prm.cont = False
+            self.transfer_failed(f"{prm.statusCode} {prm.reason}".strip())
+        else:
+            prm.cont = True
+
+    # --- driven by the worker's main loop --------------------------------------------------
+    def answer_with(self, code: int, reason: str = "") -> None:
+        """200 answers; anything else refuses the INVITE (403, 486, 503...)."""
+        if code >= 300:
+            self.refused = True
+            self.phase = "gone"
+            self.hung_up_by = "bot"
+            prm = _op(code, [("Retry-After", "5")] if code == 503 else None)
+            if reason:
+                prm.reason = reason
+            self.hangup(prm)
+        else:
+            self.phase = "answered"
+            self.answer(_op(200))
+
+    def on_action(self, action: Action) -> None:
+        if action.kind == "ended":
+            self.ending(action.payload)
+        elif action.kind == "said" and self.phase == "fallback":
+            self.hangup_at = time.monotonic() + TAIL_S
+        elif action.kind in ("too_long", "failed"):
+            self.worker.log("hangup_forced", call=self.sip_call_id, why=action.kind,
+                            detail=action.payload)
+            self.hangup_now()
+
+    def ending(self, event: HangUp | Transfer | None) -> None:
+        """The session played its last words: hang up, or transfer."""
+        if self.phase != "talking":
+            return
+        if isinstance(event, Transfer):
+            self.start_transfer(event)
+        else:
+            self.phase = "hangup"
+            self.hangup_at = time.monotonic() + TAIL_S
+
+    def start_transfer(self, event: Transfer) -> None:
+        ts = self.worker.settings.transfer
+        self.transfer = event
+        headers = context_headers(event, self.sip_call_id)
+        target = refer_target(ts.queue_uri, headers)
+        self.phase = "transferring"
+        self.deadline = time.monotonic() + ts.refer_timeout_s
+        self.worker.log("refer", call=self.sip_call_id, target=ts.queue_uri,
+                        headers=dict(headers))
+        try:
+            self.xfer(target, _op(headers=headers))
+        except pj.Error as exc:
+            self.transfer_failed(f"REFER not sent: {exc.info(False).strip()}")
+
+    def transfer_failed(self, why: str) -> None:
+        if self.phase != "transferring":
+            return
+        self.deadline = None
+        ts = self.worker.settings.transfer
+        self.worker.log("transfer_failed", call=self.sip_call_id, why=why,
+                        next=ts.on_failure)
+        if ts.on_failure == "bridge" and self.transfer is not None and self.bridge is None:
+            if self.start_bridge():
+                return
+        self.fallback()
+
+    def fallback(self) -> None:
+        self.phase = "fallback"
+        self.deadline = None
+        if self.runner is None:
+            self.hangup_now()
+            return
+        self.runner.say_then_report(self.worker.settings.transfer.fallback_text)
+
+    def start_bridge(self) -> bool:
+        """Call the queue ourselves and connect the two calls (caller's REFER refused)."""
+        ts = self.worker.settings.transfer
+        headers = context_headers(self.transfer, self.sip_call_id) if self.transfer else []
+        bridge = BridgeCall(self)
+        try:
+            bridge.makeCall(ts.queue_uri, _op(headers=headers))
+        except pj.Error as exc:
+            self.worker.log("bridge_failed", call=self.sip_call_id,
+                            why=exc.info(False).strip())
+            return False
+        self.bridge = bridge
+        self.phase = "bridging"
+        self.deadline = time.monotonic() + ts.bridge_timeout_s
+        self.worker.log("bridge_dialing", call=self.sip_call_id, target=ts.queue_uri)
+        return True
+
+    def bridge_up(self, media: list[pj.AudioMedia]) -> None:
+        """The queue answered: caller ↔ queue, and the bot's port off the call."""
+        self.deadline = None
+        self._disconnect()
+        for mine in self.media:
+            for theirs in media:
+                mine.startTransmit(theirs)
+                theirs.startTransmit(mine)
+        self.worker.log("bridged", call=self.sip_call_id)
+
+    def bridge_down(self, answered: bool) -> None:
+        if self.phase != "bridging":
+            return
+        self.bridge = None
+        if answered:
+            self.hangup_now()     # the advisor hung up: the caller's call is over
+        else:
+            self.fallback()
+
+    def tick(self, now: float) -> None:
+        if self.phase == "talking" and now >= self.stats_at:
+            self.stats_at = now + 1.0
+            self.stats = stream_stats(self) or self.stats
+        if self.hangup_at is not None and now >= self.hangup_at:
+            self.hangup_at = None
+            self.hangup_now()
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            if self.phase == "transferring":
+                self.transfer_failed("timeout")
+            elif self.phase == "bridging" and self.bridge is not None:
+                self.bridge.hangup_quietly()
+
+    def hangup_now(self) -> None:
+        if self.phase in ("hangup_sent", "gone"):
+            return
+        self.phase = "hangup_sent"
+        self.hung_up_by = self.hung_up_by or "bot"
+        self._disconnect()
+        try:
+            self.hangup(_op())
+        except pj.Error:
+            pass
+        if self.bridge is not None:
+            self.bridge.hangup_quietly()
+
+    # --- media ----------------------------------------------------------------------------
+    def _start_session(self) -> None:
+        w = self.worker
+        self.runner = CallRunner(self.key, w.engines, self.sip_call_id, self.inbox, w.post,
+                                 w.log, w.settings.sip.max_call_s)
+        self.port = w.ports.acquire(self.inbox, self.runner.session.pull)
+        if self.port is None:     # cannot happen with max_calls + 2 ports; be safe anyway
+            w.log("error", call=self.sip_call_id, where="media", error="no free call port")
+            self.runner = None
+            self.hangup_now()
+            return
+        self.phase = "talking"
+        w.pool.submit(self.runner)
+
+    def _connect(self, media: list[pj.AudioMedia]) -> None:
+        if self.phase == "bridging" and self.bridge is not None:
+            self.media = media
+            return
+        new = [m for m in media if m.getPortId() not in {x.getPortId() for x in self.media}]
+        for am in new:
+            am.startTransmit(self.port)
+            self.port.startTransmit(am)
+        self.media = media
+
+    def _disconnect(self) -> None:
+        """Take the bot's port off every stream (the conference-slot leak otherwise)."""
+        if self.port is None:
+            return
+        for am in self.media:
+            for a, b in ((am, self.port), (self.port, am)):
+                try:
+                    a.stopTransmit(b)
+                except pj.Error:
+                    pass
+
+
+class BridgeCall(pj.Call):
+    """The bot's own call to the advisor queue, when the caller could not be transferred."""
+
+    def __init__(self, parent: BotCall) -> None:
+        super().__init__(parent.account)
+        self.parent = parent
+        self.answered = False
+        self.media: list[pj.AudioMedia] = []
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            info = self.getInfo()
+        except pj.Error:
+            return
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.answered = True
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.parent.worker.log("bridge_ended", call=self.parent.sip_call_id,
+                                   code=info.lastStatusCode, answered=self.answered)
+            self.parent.worker.bury(self)
+            self.parent.bridge_down(self.answered)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        media = _audio_media(self)
+        if media and not self.media:
+            self.media = media
+            self.parent.bridge_up(media)
+
+    def hangup_quietly(self) -> None:
+        try:
+            self.hangup(_op())
+        except pj.Error:
+            pass

@@ -1,0 +1,184 @@
+"""Harness for SIP tests and tools: worker subprocesses, the scripted caller, audio checks.
+
+Shared by the pytest modules (tests/test_sip_*.py) and usable from a shell or a benchmark:
+it starts ``python -m telephony.worker`` and reads its JSON events, runs ``callbot call``
+and parses its events, and scores whether a recording contains a known sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(kind: str = "both") -> int:
+    """A port free for UDP and TCP on 127.0.0.1 (pjsua opens both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            if kind == "udp":
+                return port
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                    t.bind(("127.0.0.1", port))
+                    return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class WorkerProcess:
+    """A worker subprocess and the JSON events it printed."""
+
+    def __init__(self, config_path: Path, port: int, rtp_port: int, log_dir: Path) -> None:
+        self.port = port
+        self.events: list[dict] = []
+        self.stderr = open(log_dir / "worker.err", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telephony.worker", "--config", str(config_path),
+             "--port", str(port), "--rtp-port", str(rtp_port)],
+            cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.events.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.events.append({"event": "non_json", "line": line.rstrip()})
+
+    def wait_for(self, pred, timeout: float = 30.0) -> dict:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for ev in list(self.events):
+                if pred(ev):
+                    return ev
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker event not seen; last events: {self.events[-8:]}")
+
+    def of(self, call_id: str, kind: str) -> list[dict]:
+        return [e for e in self.events if e.get("call") == call_id and e["event"] == kind]
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait; kill only if it does not stop in time. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        return self.proc.returncode
+
+
+def run_caller(uri: str, *args: str, timeout: float = 60.0) -> tuple[int, list[dict]]:
+    cmd = [sys.executable, "-m", "callbot", "call", uri, *args]
+    res = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                         timeout=timeout + 30)
+    events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    return res.returncode, events
+
+
+def first(events: list[dict], event: str, **match) -> dict:
+    for ev in events:
+        if ev["event"] == event and all(ev.get(k) == v for k, v in match.items()):
+            return ev
+    raise AssertionError(f"no {event} {match} in {events}")
+
+
+_SEG_END = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+
+
+def lin2alaw(x: np.ndarray) -> np.ndarray:
+    """G.711 A-law encoding (the classic g711.c algorithm), vectorized; audioop is gone in 3.13."""
+    v = x.astype(np.int32) >> 3
+    mask = np.where(v >= 0, 0xD5, 0x55)
+    v = np.where(v >= 0, v, -v - 1)
+    seg = np.searchsorted(_SEG_END, v)
+    quant = np.where(seg < 2, v >> 1, v >> np.minimum(seg, 7)) & 0x0F
+    aval = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | quant)
+    return ((aval ^ mask) & 0xFF).astype(np.uint8)
+
+
+def alaw2lin(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.int32) ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    t = np.where(seg == 0, t + 8, (t + 0x108) << np.maximum(seg - 1, 0))
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+def alaw_round_trip(pcm: bytes) -> np.ndarray:
+    """What a PCMA call does to 16-bit PCM."""
+    return alaw2lin(lin2alaw(np.frombuffer(pcm, dtype="<i2")))
+
+
+def best_ncc(recording: np.ndarray, reference: np.ndarray) -> float:
+    """Max normalized cross-correlation of ``reference`` over every offset in ``recording``."""
+    x = recording.astype(np.float64)
+    r = reference.astype(np.float64)
+    if x.size < r.size:
+        x = np.concatenate([x, np.zeros(r.size - x.size)])
+    num = fftconvolve(x, r[::-1], mode="valid")
+    c = np.concatenate([[0.0], np.cumsum(x * x)])
+    win = np.sqrt(np.maximum(c[r.size:] - c[:-r.size], 1e-9))
+    return float(np.max(num / (win * np.linalg.norm(r) + 1e-9)))
+
+
+def start_sipp_uas(port: int, message_log: Path, cwd: Path,
+                   timeout_s: int = 60) -> subprocess.Popen:
+    """SIPp's built-in UAS as the advisor queue: answers one call, waits for its BYE, exits 0.
+
+    ``-trace_msg`` keeps every message, so a test can read the INVITE's X-Callbot headers.
+    """
+    return subprocess.Popen(
+        ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1",
+         "-mp", str(free_port("udp")), "-m", "1", "-timeout", f"{timeout_s}s", "-nostdin",
+         "-trace_msg", "-message_file", str(message_log)],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def first_request(message_log: Path, start: str) -> str:
+    """The first message in a SIPp message log that starts with ``start`` (e.g. "INVITE ")."""
+    text = message_log.read_text(errors="replace")
+    i = text.index(start)
+    msg = text[i:]
+    return msg[:msg.index("\n\n")] if "\n\n" in msg else msg
+
+
+def found_fraction(recording: np.ndarray, reference: np.ndarray, chunk_s: float = 0.5,
+                   min_ncc: float = 0.6, rate: int = 8000) -> float:
+    """Share of the reference's voiced half-seconds found in the recording (NCC > min_ncc).
+
+    A whole-sentence NCC drops to ~0.5 when a single 20 ms frame is lost on the way (the
+    rest no longer lines up); chunks keep the check about *what* was heard.
+    """
+    n = int(chunk_s * rate)
+    chunks = [reference[i:i + n] for i in range(0, len(reference) - n + 1, n)]
+    voiced = [c for c in chunks if np.abs(c.astype(np.float64)).mean() > 200]
+    if not voiced:
+        return 0.0
+    return sum(best_ncc(recording, c) > min_ncc for c in voiced) / len(voiced)

@@ -1,0 +1,405 @@
+"""A worker process: one pjsua2 Endpoint carrying up to ``sip.max_calls`` bot calls.
+
+``python -m telephony.worker --config callbot.toml --port 5070`` (``--rtp-port`` too when
+several workers share a host). The process owns one main loop that polls pjsua
+(``libHandleEvents``), runs the actions the call runners post, and fires the calls' timers;
+every pjsua call happens on that loop. Admission, in the order a caller meets it:
+
+1. a source outside ``sip.allowed_sources`` → 403;
+2. draining for a shutdown → 503 (Retry-After);
+3. ``sip.max_calls`` calls already up → 486;
+4. more than ``sip.max_setups_per_s`` calls answered in the last second → 503 (Retry-After).
+
+pjsua has already opened the call's RTP sockets when it hands us an INVITE (the pjsua2
+account-selection hook cannot refuse: measured, a -1 account index is ignored), so this
+limit spares the sessions, not the sockets: bursts of call set-ups, which abort pjsua's
+select ioqueue, must be rate-limited in front of the workers (Kamailio pike/pipelimit).
+
+SIGTERM drains (no new calls, calls may finish for ``workers.drain_timeout_s``), then hangs
+up, drops every pjsua2 object, collects garbage and destroys the library: an object still
+alive at ``libDestroy`` aborts the process. A second SIGTERM or SIGINT skips the drain.
+Events go to stdout as JSON lines; pjsip's own log goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+
+# BLAS threads would spin on every core next to the media clock; the recognizer has its own
+# thread pool. Must be set before numpy is first imported (by callbot).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import collections
+import gc
+import queue
+import resource
+import signal
+import sys
+import time
+
+import pjsua2 as pj
+
+from callbot.errors import CallbotError
+from callbot.session import Engines
+
+from . import pjlib
+from .call import BotCall, BridgeCall
+from .media import PortPool
+from .priority import run_lowered
+from .runner import Action, Log, RunnerPool
+from .settings import TelephonySettings, load_settings
+
+def source_host(address: str) -> str:
+    """'127.0.0.1:5060' → '127.0.0.1'; '[::1]:5060' → '::1'."""
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    if address.count(":") == 1:
+        return address.rsplit(":", 1)[0]
+    return address
+
+
+class Account(pj.Account):
+    """The local identity (trunk mode) or a registration; incoming calls go to the worker."""
+
+    def __init__(self, worker: "Worker") -> None:
+        super().__init__()
+        self.worker = worker
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.worker.incoming(self, prm)
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.worker.log("registration", code=prm.code, reason=prm.reason,
+                        expiration=prm.expiration)
+
+
+class Worker:
+    def __init__(self, settings: TelephonySettings, engines: Engines, port: int,
+                 rtp_port: int, log: Log) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.port = port
+        self.rtp_port = rtp_port
+        self.log = log
+        self.actions: "queue.SimpleQueue[Action]" = queue.SimpleQueue()
+        self.calls: dict[int, BotCall] = {}
+        self.graveyard: list[pj.Call] = []
+        self.ports: PortPool | None = None
+        self.setups: collections.deque[float] = collections.deque()
+        self.next_key = 1
+        self.total_calls = 0
+        self.draining = False
+        self.stopping = False
+        self.force = False
+        self.stack: pjlib.PjStack | None = None
+        self.account: Account | None = None
+        self.accounts: list[Account] = []
+        self.pool: RunnerPool | None = None
+
+    # --- setup -------------------------------------------------------------------------------
+    def start(self) -> None:
+        sip = self.settings.sip
+        self.stack = pjlib.create_stack(sip.max_calls + 1, sip.log_level,
+                                        user_agent="callbot-worker")
+        try:
+            pjlib.add_transports(self.stack, sip.bind, self.port, sip.transports,
+                                 sip.public_address)
+            pjlib.start(self.stack)
+            codecs = pjlib.set_codecs(self.stack, sip.codecs)
+        except BaseException:
+            stack, self.stack = self.stack, None
+            stack.destroy()          # nothing else exists yet: a clean exit, not an abort
+            raise
+        self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread)
+        self.ports = PortPool(sip.max_calls + 2)
+        self.account = self._account(None)
+        for acc in sip.accounts:
+            self.accounts.append(self._account(acc))
+        self.log("ready", port=self.port, rtp_port=self.rtp_port, bind=sip.bind,
+                 transports=list(sip.transports), codecs=codecs, max_calls=sip.max_calls,
+                 pid=os.getpid(), pjsip=self.stack.ep.libVersion().full)
+
+    def _account(self, reg) -> Account:
+        sip = self.settings.sip
+        cfg = pj.AccountConfig()
+        host = sip.public_address or sip.bind
+        host = f"[{host}]" if ":" in host else host
+        if reg is None:
+            cfg.idUri = f"sip:{sip.user}@{host}:{self.port}"
+        else:
+            cfg.idUri = reg.id_uri
+            cfg.regConfig.registrarUri = reg.registrar
+            cfg.regConfig.timeoutSec = reg.expiry_s
+            cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.user, 0,
+                                                           reg.password))
+        tc = cfg.mediaConfig.transportConfig
+        tc.port = self.rtp_port
+        tc.portRange = sip.rtp_port_range
+        tc.boundAddress = sip.bind
+        if sip.public_address:
+            tc.publicAddress = sip.public_address
+        acc = Account(self)
+        acc.create(cfg, reg is None)
+        return acc
+
+    # --- admission (main thread) -------------------------------------------------------------
+    def setup_rate_ok(self) -> bool:
+        """At most sip.max_setups_per_s answered INVITEs in any second."""
+        now = time.monotonic()
+        while self.setups and now - self.setups[0] > 1.0:
+            self.setups.popleft()
+        if len(self.setups) >= self.settings.sip.max_setups_per_s:
+            return False
+        self.setups.append(now)
+        return True
+
+    def incoming(self, account: Account, prm: pj.OnIncomingCallParam) -> None:
+        source = prm.rdata.srcAddress
+        host = source_host(source)
+        key = self.next_key
+        self.next_key += 1
+        call = BotCall(self, account, prm.callId, key, source)
+        try:
+            call.sip_call_id = call.getInfo().callIdString
+        except pj.Error:
+            pass
+        sip = self.settings.sip
+        if not sip.allows(host):
+            code, why = 403, "source_not_allowed"
+        elif self.draining:
+            code, why = 503, "draining"
+        elif len(self.calls) >= sip.max_calls:
+            code, why = 486, "busy"
+        elif not self.setup_rate_ok():
+            code, why = 503, "setup_rate"
+        else:
+            code, why = 200, ""
+        if code != 200:
+            self.log("rejected", code=code, why=why, source=source, call=call.sip_call_id)
+            self.graveyard.append(call)
+            try:
+                call.answer_with(code)
+            except pj.Error as exc:
+                self.log("error", where="reject", error=exc.info(False).strip())
+            return
+        self.calls[key] = call
+        self.total_calls += 1
+        self.log("incoming", call=call.sip_call_id, key=key, source=source)
+        try:
+            call.answer_with(200)
+        except pj.Error as exc:
+            self.log("error", where="answer", call=call.sip_call_id,
+                     error=exc.info(False).strip())
+
+    # --- called by calls ---------------------------------------------------------------------
+    def post(self, action: Action) -> None:
+        """From any thread: run ``action`` on the main loop."""
+        self.actions.put(action)
+
+    def call_gone(self, call: BotCall, code: int, reason: str) -> None:
+        if call.phase == "gone" and call.key not in self.calls:
+            return
+        call.phase = "gone"
+        stats = call.port.rx.to_json() if call.port is not None else {}
+        turns = len(call.runner.session.turns) if call.runner is not None else 0
+        if not call.refused:
+            self.log("hangup", call=call.sip_call_id, key=call.key, by=call.hung_up_by,
+                     code=code, reason=reason, turns=turns, rx=stats, stream=call.stats,
+                     duration_s=round(time.monotonic() - call.opened, 2),
+                     bridge_ports=self.stack.ep.mediaActivePorts() if self.stack else None)
+        if call.runner is not None:
+            call.runner.stop.set()
+        # No _disconnect() here: the stream's bridge slot is gone with the call, and with it
+        # every connection to our port; the port itself leaves the bridge below.
+        if call.port is not None:
+            self.ports.release(call.port)
+            call.port = None
+        if call.bridge is not None:
+            call.bridge.hangup_quietly()
+        self.calls.pop(call.key, None)
+        self.bury(call)
+
+    def bury(self, call: pj.Call) -> None:
+        if call not in self.graveyard:
+            self.graveyard.append(call)
+
+    # --- main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        stack = self.stack
+        assert stack is not None
+        drain_until = 0.0
+        while True:
+            stack.poll(10)
+            self._run_actions()
+            now = time.monotonic()
+            self._tick(now)
+            self._reap(now)
+            if self.stopping and not self.draining:
+                self.draining = True
+                drain_until = now + self.settings.workers.drain_timeout_s
+                self.log("draining", calls=len(self.calls))
+            if self.draining:
+                if not self.calls or now >= drain_until or self.force:
+                    break
+            limit = self.settings.workers.recycle_after_calls
+            if limit and self.total_calls >= limit and not self.stopping:
+                self.log("recycle", calls=self.total_calls)
+                self.stopping = True
+        return self.shutdown()
+
+    def _tick(self, now: float) -> None:
+        # Not inlined in run(): a loop variable there would hold a call until libDestroy.
+        for call in list(self.calls.values()):
+            call.tick(now)
+
+    def _run_actions(self) -> None:
+        while True:
+            try:
+                action = self.actions.get_nowait()
+            except queue.Empty:
+                return
+            call = self.calls.get(action.key)
+            if call is not None:
+                call.on_action(action)
+
+    def _reap(self, now: float) -> None:
+        if self.graveyard:
+            dead = [c for c in self.graveyard if not self._active(c)]
+            for c in dead:
+                self.graveyard.remove(c)
+                if isinstance(c, BotCall):
+                    c.bridge = None
+                    c.runner = None
+                elif isinstance(c, BridgeCall):
+                    c.parent = None
+            del dead
+        if self.ports is not None:
+            self.ports.tick(now)
+
+    def _port_names(self) -> list[str]:
+        """Names of the ports still on the conference bridge (a leak shows up here)."""
+        try:
+            return [m.getPortInfo().name for m in self.stack.ep.mediaEnumPorts2()] \
+                if self.stack else []
+        except Exception:  # diagnostics only: never in the way of a clean shutdown
+            return []
+
+    @staticmethod
+    def _active(call: pj.Call) -> bool:
+        try:
+            return call.isActive()
+        except pj.Error:
+            return False
+
+    def shutdown(self) -> int:
+        """Hang up what is left, drop every pjsua2 object, then destroy the library."""
+        self._release_all()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.log("stopped", calls=self.total_calls, bridge_ports=self.stack.ep.mediaActivePorts(),
+                 port_names=self._port_names(),
+                 cpu_s=round(usage.ru_utime + usage.ru_stime, 2))
+        stack, self.stack = self.stack, None
+        assert stack is not None
+        stack.destroy()
+        return 0
+
+    def _release_all(self) -> None:
+        """In its own frame: no local or loop variable may outlive it and hold a pjsua2
+        object while libDestroy runs (that aborts the process)."""
+        stack = self.stack
+        assert stack is not None
+        for call in list(self.calls.values()):
+            call.hung_up_by = call.hung_up_by or "shutdown"
+            call.hangup_now()
+        end = time.monotonic() + 2.0
+        while (self.calls or any(self._active(c) for c in self.graveyard)) \
+                and time.monotonic() < end:
+            stack.poll(10)
+            self._run_actions()
+        for call in list(self.calls.values()):
+            self.call_gone(call, 0, "shutdown")
+        self.pool.close() if self.pool else None
+        for call in self.graveyard:
+            if isinstance(call, BotCall):
+                call.bridge = None
+                call.runner = None
+            elif isinstance(call, BridgeCall):
+                call.parent = None
+        self.calls.clear()
+        self.graveyard.clear()
+        if self.ports is not None:
+            self.ports.close()     # the ports leave the bridge here, with no call left
+            self.ports = None
+            time.sleep(0.06)       # bridge removals take effect on the clock's next ticks
+        for acc in [self.account, *self.accounts]:
+            if acc is not None:
+                try:
+                    acc.shutdown()
+                except pj.Error:
+                    pass
+        self.account = None
+        self.accounts.clear()
+
+
+def warm_up(engines: Engines) -> Engines:
+    """One recognition and one classification before the first call: the first inference
+    allocates and starts threads, and doing that during a call delayed the media clock
+    (measured: 3-5 frames lost at the caller on the first call of a fresh worker)."""
+    import numpy as np
+
+    if engines.asr is not None:
+        rng = np.random.default_rng(0)
+        noise = (rng.standard_normal(8000) * 300).astype("<i2").tobytes()
+        rec = engines.asr.recognizer(8000)
+        rec.accept(noise)
+        rec.finish()
+    engines.classifier.classify("bonjour je voudrais mon numéro siren")
+    return engines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m telephony.worker",
+                                description="One callbot SIP worker process.")
+    p.add_argument("--config", help="TOML configuration (default: embedded, or $CALLBOT_CONFIG)")
+    p.add_argument("--port", type=int, help="SIP port (default: sip.port)")
+    p.add_argument("--rtp-port", type=int,
+                   help="first RTP port (default: sip.rtp_port_start)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = Log()
+    try:
+        settings = load_settings(args.config)
+        port = args.port or settings.sip.port
+        rtp = args.rtp_port or settings.sip.rtp_port_start
+        t0 = time.perf_counter()
+        engines = run_lowered(lambda: warm_up(Engines.load(settings.core)))
+        # A full garbage collection over the ~100k objects of the models and the knowledge
+        # base holds the GIL for ~90 ms, stalling every call's clock (measured: 196 ms frame
+        # gaps with 4 calls). Those objects live as long as the process: freeze them out of
+        # the collector's reach.
+        gc.collect()
+        gc.freeze()
+        log("engines", load_s=round(time.perf_counter() - t0, 2),
+            asr=getattr(engines.asr, "name", None), tts=engines.tts.name)
+        worker = Worker(settings, engines, port, rtp, log)
+        worker.start()
+    except CallbotError as exc:
+        print(f"callbot worker: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    def stop(signum, frame) -> None:
+        if worker.stopping or signum == signal.SIGINT:   # second signal or Ctrl-C: no drain
+            worker.force = True
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""A worker configured for the awkward cases: ``on_failure = "bridge"`` and a single call slot.
+
+The caller refuses the REFER, so the bot calls the advisor queue itself and connects the
+two calls; a second INVITE while the slot is taken gets 486; SIGTERM with a call still up
+hangs it up after the drain time and still exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from telephony import probe
+from telephony.testing import (WorkerProcess, first, first_request, free_port, run_caller,
+                               start_sipp_uas)
+
+
+@pytest.fixture(scope="module")
+def queue_port() -> int:
+    return free_port("udp")
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory, queue_port, config):
+    if not (config.paths.models / config.asr.whisper_model / "model.bin").is_file():
+        pytest.fail("Whisper model missing: run `callbot models install --test-models`")
+    d = tmp_path_factory.mktemp("sip-bridge")
+    cfg = d / "callbot.toml"
+    cfg.write_text(f"""
+[sip]
+max_calls = 1
+rtp_port_range = 40
+
+[transfer]
+queue_uri = "sip:conseillers@127.0.0.1:{queue_port}"
+on_failure = "bridge"
+refer_timeout_s = 5.0
+
+[workers]
+drain_timeout_s = 2.0
+""")
+    rtp = 24000 + (os.getpid() % 400) * 100
+    w = WorkerProcess(cfg, free_port(), rtp, d)
+    try:
+        w.wait_for(lambda e: e["event"] == "ready", timeout=60)
+        yield w
+    finally:
+        w.stop()
+
+
+def test_refused_refer_is_bridged_to_the_queue(worker, queue_port, tmp_path):
+    if not shutil.which("sipp"):
+        pytest.fail("sipp missing: run `make system` (sip-tester)")
+    log = tmp_path / "queue.log"
+    queue = start_sipp_uas(queue_port, log, tmp_path)
+    try:
+        time.sleep(0.5)
+        rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--dtmf", "0",
+                                "--refuse-transfer", "--hangup-after", "12", "--timeout", "45")
+        assert rc == 0, events
+        refer = first(events, "transfer_request")
+        assert refer["accepted"] is False
+        first(events, "hangup", leg="bot", by="caller")   # the caller ended the bridged call
+        call_id = refer["headers"]["X-Callbot-Call-Id"]
+        worker.wait_for(lambda e: e["event"] == "bridged" and e.get("call") == call_id)
+        worker.wait_for(lambda e: e["event"] == "bridge_ended" and e.get("call") == call_id)
+        assert queue.wait(20) == 0          # the queue got its BYE from the bot
+    finally:
+        if queue.poll() is None:
+            queue.terminate()
+            queue.wait(5)
+    invite = first_request(log, "INVITE sip:conseillers")
+    assert "X-Callbot-Reason: caller_request" in invite
+    assert f"X-Callbot-Call-Id: {call_id}" in invite
+    assert "User-Agent: callbot-worker" in invite     # the bot's own call, not the caller's
+
+
+def test_second_call_is_busy_and_sigterm_hangs_up_the_first(worker):
+    # The only slot is taken by a call that never ACKs nor sends RTP...
+    assert probe.exchange("INVITE", "127.0.0.1", worker.port, timeout=3) == 200
+    # ...so the next caller is told the line is busy.
+    assert probe.exchange("INVITE", "127.0.0.1", worker.port, timeout=3) == 486
+    worker.wait_for(lambda e: e["event"] == "rejected" and e.get("code") == 486)
+    assert probe.options("127.0.0.1", worker.port) == 200
+
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(30) == 0
+    worker.wait_for(lambda e: e["event"] == "stopped", timeout=1)
+    ends = [e for e in worker.events if e["event"] == "hangup"]
+    assert ends and ends[-1]["by"] == "shutdown", ends
