@@ -95,6 +95,12 @@ class Playback:
     def extend(self, pcm: bytes, frame_ms: int, rate: int = TELEPHONY_RATE) -> None:
         self.frames.extend(split_frames(pcm, rate, frame_ms))
 
+    def announce(self, text: str) -> None:
+        """Speak a sentence outside the dialogue (the carrier's own words, e.g. the fallback
+        when a transfer fails). It goes through the speech cache like every answer."""
+        with self._lock:
+            self.playback.extend(self.engines.tts.get(text), self.frame_ms)
+
     def pull(self) -> bytes:
         try:
             return self.frames.popleft()

@@ -147,10 +147,7 @@ class CallRunner:
             if kind == "dtmf":
                 self.session.dtmf(arg)
             elif kind == "say":
-                # No core hook yet for "say this outside the dialogue": render through the
-                # session's speech cache and queue it on its playback (one writer: us).
-                pcm = self.session.engines.tts.get(arg)
-                self.session.playback.extend(pcm, self.session.frame_ms)
+                self.session.announce(arg)
                 saying = True
 
 
