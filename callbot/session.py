@@ -46,7 +46,7 @@ class Engines:
     classifier: IntentClassifier
     tts: SpeechCache
     asr: AsrEngine | None = None
-    model_stamp: tuple[int, int] = (0, 0)
+    model_stamp: tuple[int, int, int] = (0, 0, 0)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -76,12 +76,13 @@ class Engines:
             return True
 
 
-def _stamp(config: Config) -> tuple[int, int]:
+def _stamp(config: Config) -> tuple[int, int, int]:
+    """Identity of the model file: a save renames a new file into place (new inode)."""
     try:
         st = (config.paths.models / config.nlu.model).stat()
-        return st.st_mtime_ns, st.st_size
+        return st.st_ino, st.st_mtime_ns, st.st_size
     except OSError:
-        return (0, 0)
+        return (0, 0, 0)
 
 
 class Playback:
