@@ -96,12 +96,6 @@ class Playback:
     def extend(self, pcm: bytes, frame_ms: int, rate: int = TELEPHONY_RATE) -> None:
         self.frames.extend(split_frames(pcm, rate, frame_ms))
 
-    def announce(self, text: str) -> None:
-        """Speak a sentence outside the dialogue (the carrier's own words, e.g. the fallback
-        when a transfer fails). It goes through the speech cache like every answer."""
-        with self._lock:
-            self.playback.extend(self.engines.tts.get(text), self.frame_ms)
-
     def pull(self) -> bytes:
         try:
             return self.frames.popleft()
@@ -200,6 +194,12 @@ class CallSession:
             turn = self._play(self.dialogue.key(digit))
             self._maybe_end()
             return turn
+
+    def announce(self, text: str) -> None:
+        """Speak a sentence outside the dialogue (the carrier's own words, e.g. the fallback
+        when a transfer fails). It goes through the speech cache like every answer."""
+        with self._lock:
+            self.playback.extend(self.engines.tts.get(text), self.frame_ms)
 
     def pull(self) -> bytes:
         """The next 20 ms of bot audio (silence when there is nothing to say)."""

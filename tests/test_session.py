@@ -153,3 +153,12 @@ def test_new_calls_pick_up_a_retrained_model(config, tmp_path):
     assert fresh.dialogue.classifier is not old
     assert fresh.dialogue.classifier.thresholds.confident == 0.42
     assert running.dialogue.classifier is old
+
+
+def test_announce_speaks_outside_the_dialogue(engines):
+    s = CallSession(engines, "announce")
+    s.announce("Nos conseillers sont absents. Au revoir.")
+    assert s.speaking and s.dialogue.state.value == "start"
+    assert b"".join(s.pull() for _ in range(len(s.playback.frames))) == \
+        engines.tts.get("Nos conseillers sont absents. Au revoir.") + \
+        b"\x00" * ((-len(engines.tts.get("Nos conseillers sont absents. Au revoir."))) % FRAME)
