@@ -21,6 +21,7 @@ from callbot.events import HangUp, Transfer
 
 from .media import CallPort, stream_stats
 from .runner import Action, CallRunner
+from .transcript import new_recorder
 from .transfer import context_headers, refer_target
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class BotCall(pj.Call):
         self.opened = time.monotonic()
         self.stats: dict = {}
         self.stats_at = 0.0
+        self.recorder = None            # callbot.transcripts.CallRecorder once talking
+        self.error = ""                 # why the call broke, for its transcript
 
     # --- SIP callbacks (main thread) ----------------------------------------------------------
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
@@ -121,6 +124,7 @@ class BotCall(pj.Call):
         if 200 <= prm.statusCode < 300 and prm.finalNotify:
             self.phase = "transferred"
             self.worker.log("transferred", call=self.sip_call_id)
+            self.record_transfer("accepted")
             self.hangup_at = time.monotonic()   # the transferee keeps our leg up otherwise
             prm.cont = False
         elif prm.statusCode >= 300 or prm.finalNotify:
@@ -150,6 +154,8 @@ class BotCall(pj.Call):
         elif action.kind == "said" and self.phase == "fallback":
             self.hangup_at = time.monotonic() + TAIL_S
         elif action.kind in ("too_long", "failed"):
+            if action.kind == "failed":
+                self.error = f"runner: {action.payload}"
             self.worker.log("hangup_forced", call=self.sip_call_id, why=action.kind,
                             detail=action.payload)
             self.hangup_now()
@@ -185,6 +191,7 @@ class BotCall(pj.Call):
         ts = self.worker.settings.transfer
         self.worker.log("transfer_failed", call=self.sip_call_id, why=why,
                         next=ts.on_failure)
+        self.record_transfer(f"failed: {why}")
         if ts.on_failure == "bridge" and self.transfer is not None and self.bridge is None:
             if self.start_bridge():
                 return
@@ -224,6 +231,7 @@ class BotCall(pj.Call):
                 mine.startTransmit(theirs)
                 theirs.startTransmit(mine)
         self.worker.log("bridged", call=self.sip_call_id)
+        self.record_transfer("bridged")
 
     def bridge_down(self, answered: bool) -> None:
         if self.phase != "bridging":
@@ -261,14 +269,41 @@ class BotCall(pj.Call):
         if self.bridge is not None:
             self.bridge.hangup_quietly()
 
+    # --- transcript ---------------------------------------------------------------------
+    def record_transfer(self, result: str) -> None:
+        """The final outcome of the transfer, as the SIP side saw it (last one wins)."""
+        if self.recorder is not None:
+            self.recorder.transfer_result(self.worker.settings.transfer.queue_uri, result)
+
+    def close_transcript(self, code: int, reason: str) -> None:
+        """The call is over: outcome from the dialogue, or "error" if the call broke."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        if self.error:
+            recorder.close("error", detail=self.error[:300])
+        elif self.hung_up_by == "shutdown":
+            recorder.close("error", detail="worker shut down during the call")
+        else:
+            recorder.close()
+
     # --- media ----------------------------------------------------------------------------
     def _start_session(self) -> None:
         w = self.worker
+        try:
+            from_uri = self.getInfo().remoteUri
+        except pj.Error:
+            from_uri = ""
+        self.recorder = new_recorder(w.store, self.sip_call_id, from_uri, w.port)
         self.runner = CallRunner(self.key, w.engines, self.sip_call_id, self.inbox, w.post,
-                                 w.log, w.settings.sip.max_call_s)
+                                 w.log, w.settings.sip.max_call_s, self.recorder)
+        if self.recorder is not None:
+            w.log("transcript", call=self.sip_call_id, id=self.recorder.info.call_id,
+                  caller=self.recorder.info.caller_number)
         self.port = w.ports.acquire(self.inbox, self.runner.session.pull)
         if self.port is None:     # cannot happen with max_calls + 2 ports; be safe anyway
             w.log("error", call=self.sip_call_id, where="media", error="no free call port")
+            self.error = "no free call port"
             self.runner = None
             self.hangup_now()
             return

@@ -53,6 +53,13 @@ def exchange(method: str, host: str, port: int, bind: str = "127.0.0.1",
 
     An INVITE that gets a 2xx is not ACKed or hung up: use it for refusals only.
     """
+    return status_of(final_response(method, host, port, bind, timeout))
+
+
+def final_response(method: str, host: str, port: int, bind: str = "127.0.0.1",
+                   timeout: float = 2.0) -> bytes:
+    """Like :func:`exchange`, but the whole final response (b"" if none came in time):
+    a test of the front needs its headers (Retry-After)."""
     call_id = f"{_tag()}@probe"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((bind, 0))
@@ -63,17 +70,17 @@ def exchange(method: str, host: str, port: int, bind: str = "127.0.0.1",
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                return 0
+                return b""
             s.settimeout(left)
             try:
                 data, _ = s.recvfrom(65535)
             except socket.timeout:
-                return 0
+                return b""
             code = status_of(data)
             if code >= 200:
                 if method == "INVITE":    # ACK the final non-2xx (same branch is fine here)
                     s.sendto(request("ACK", host, port, local, call_id), (host, port))
-                return code
+                return data
 
 
 def options(host: str, port: int, bind: str = "127.0.0.1", timeout: float = 2.0) -> int:

@@ -63,9 +63,15 @@ class CallRunner:
 
     def __init__(self, key: int, engines: Engines, call_id: str,
                  inbox: "queue.SimpleQueue[bytes]", post: Callable[[Action], None], log: Log,
-                 max_call_s: float) -> None:
+                 max_call_s: float, recorder: Any = None) -> None:
         self.key = key
-        self.session = CallSession(engines, call_id, observer=self.observe)
+        # recorder: a callbot.transcripts.CallRecorder (or None); it sees every session
+        # event after the JSON log, and the caller/bot audio when [recording] is on.
+        self.recorder = recorder
+        self.session = CallSession(engines, call_id, observer=self.observe,
+                                   audio_tap=recorder.audio_tap if recorder else None)
+        if recorder is not None:
+            recorder.attach(self.session)
         self.inbox = inbox
         self.post = post
         self.log = log
@@ -93,6 +99,8 @@ class CallRunner:
             self.log("barge_in", call=sid, played_ms=event.played_ms)
         elif isinstance(event, (Transfer, HangUp)):
             self.log("ending", call=sid, **event.to_json())
+        if self.recorder is not None:
+            self.recorder.observe(event)     # never raises: recording cannot break a call
 
     def run(self) -> None:
         try:

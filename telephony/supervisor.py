@@ -1,17 +1,23 @@
 """Run ``workers.count`` worker processes and keep them alive: ``callbot serve``.
 
 One pjsua2 process carries at most 4 calls (the wheel's PJSUA_MAX_CALLS), so capacity comes
-from processes behind a dispatcher (Kamailio, see :mod:`telephony.dispatcher`). Worker i
-listens on ``workers.base_sip_port + i`` with RTP from ``workers.base_rtp_port + i *
-sip.rtp_port_range``. The supervisor
+from processes behind a dispatcher. With more than one worker, Kamailio holds the public
+``sip.port`` (:mod:`telephony.front`, configuration from :mod:`telephony.dispatcher`
+written into ``paths.data/sip`` and checked with ``kamailio -c`` before anything starts);
+worker i listens on ``workers.base_sip_port + i`` with RTP from ``workers.base_rtp_port +
+i * sip.rtp_port_range``. With one worker there is no proxy: it listens on ``sip.port``.
+The supervisor
 
 - restarts a worker that exits (crash, or a planned recycle after
   ``workers.recycle_after_calls``), with a back-off that doubles up to 30 s;
 - probes each ready worker with OPTIONS every ``workers.health_interval_s`` and kills
   (then restarts) one that misses 3 probes in a row: a wedged process answers nothing;
+- restarts Kamailio if it exits (same back-off);
 - forwards every worker's JSON events to its stdout with ``"worker": i`` added;
+- runs the transcripts' retention (``callbot.transcripts.purge``) at start and every 24 h;
 - on SIGTERM, passes it on (the workers drain), waits ``drain_timeout_s`` + 10 s, kills
-  what is left, and exits 0. A second SIGTERM or Ctrl-C shortens the wait.
+  what is left, stops Kamailio last (draining calls still send their BYEs through it), and
+  exits 0. A second SIGTERM or Ctrl-C shortens the wait.
 
 The supervisor never loads pjsua2 or the models: it stays small and cannot be taken down
 by what takes a worker down.
@@ -29,12 +35,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from callbot.errors import CallbotError
+
 from . import probe
+from .front import Front
 from .settings import TelephonySettings, load_settings
 
 MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 60.0     # a worker up this long gets its back-off reset
 MISSES_BEFORE_KILL = 3
+PURGE_EVERY_S = 24 * 3600.0
 
 
 @dataclass
@@ -63,10 +73,16 @@ class Supervisor:
         self.out = out or sys.stdout
         self.lock = threading.Lock()
         w = settings.workers
-        self.slots = [Slot(i, w.base_sip_port + i, settings.rtp_port_for(i))
-                      for i in range(w.count)]
+        if w.count == 1:    # no proxy for one worker: it holds the public port itself
+            self.slots = [Slot(0, settings.sip.port, settings.rtp_port_for(0))]
+            self.front: Front | None = None
+        else:
+            self.slots = [Slot(i, w.base_sip_port + i, settings.rtp_port_for(i))
+                          for i in range(w.count)]
+            self.front = Front(settings, self.emit)
         self.stopping = False
         self.force = False
+        self.next_purge = 0.0
 
     # --- output ---------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -144,13 +160,36 @@ class Supervisor:
                           misses=slot.misses)
                 proc.kill()
 
+    def purge(self) -> None:
+        """Transcript retention, in a thread: a slow database must not stall supervision."""
+        def run() -> None:
+            from callbot.transcripts import purge
+
+            try:
+                report = purge(self.settings.core)
+                self.emit("purged", calls=report.calls, turns=report.turns,
+                          recordings=report.recordings, closed=report.closed)
+            except Exception as exc:   # the store may be down: calls go on, retry tomorrow
+                self.emit("purge_failed", error=f"{type(exc).__name__}: {exc}")
+
+        threading.Thread(target=run, name="purge", daemon=True).start()
+
     def run(self) -> int:
+        if self.front is not None:
+            self.front.prepare()          # refuse to start on a front Kamailio rejects
         for slot in self.slots:
             self.spawn(slot)
+        if self.front is not None:
+            self.front.spawn()
         while not self.stopping:
             now = time.monotonic()
+            if now >= self.next_purge:
+                self.next_purge = now + PURGE_EVERY_S
+                self.purge()
             for slot in self.slots:
                 self.check(slot, now)
+            if self.front is not None:
+                self.front.check(now, self.stopping)
             time.sleep(0.2)
         return self.shutdown()
 
@@ -179,13 +218,19 @@ class Supervisor:
                 slot.proc.wait()
                 if slot.reader is not None:
                     slot.reader.join(2)
+        # Last: draining calls sent their BYEs (record-routed) through the front.
+        front = self.front.stop() if self.front is not None else None
         self.emit("stopped", codes={s.index: (s.proc.returncode if s.proc else None)
-                                    for s in self.slots})
+                                    for s in self.slots}, front=front)
         return 0
 
 
 def main(config_path: str | None = None) -> int:
-    settings = load_settings(config_path)
+    try:
+        settings = load_settings(config_path)
+    except CallbotError as exc:
+        print(f"callbot serve: {exc}", file=sys.stderr)
+        return exc.exit_code
     sup = Supervisor(settings, config_path or os.environ.get("CALLBOT_CONFIG"))
 
     def stop(signum, frame) -> None:
@@ -195,4 +240,10 @@ def main(config_path: str | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return sup.run()
+    try:
+        return sup.run()
+    except CallbotError as exc:
+        print(f"callbot serve: {exc}", file=sys.stderr)
+        sup.stopping = True
+        sup.shutdown()
+        return exc.exit_code

@@ -94,6 +94,78 @@ class WorkerProcess:
         return self.proc.returncode
 
 
+class ServeProcess:
+    """``callbot serve`` as a subprocess (supervisor, workers, Kamailio), its events kept.
+
+    Every event carries ``worker`` (its index) or ``source: supervisor``.
+    """
+
+    def __init__(self, config_path: Path, log_dir: Path) -> None:
+        self.events: list[dict] = []
+        self.stderr = open(log_dir / "serve.err", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callbot", "--config", str(config_path), "serve"],
+            cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.events.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+
+    def wait_for(self, pred, timeout: float = 60.0, count: int = 1) -> list[dict]:
+        """The first ``count`` events matching ``pred`` (AssertionError after ``timeout``)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            found = [e for e in list(self.events) if pred(e)]
+            if len(found) >= count:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{count} x event not seen; last: {self.events[-8:]}")
+
+    def worker_pids(self) -> dict[int, int]:
+        """The current pid of each worker slot."""
+        return {e["worker"]: e["pid"] for e in list(self.events)
+                if e["event"] == "worker_started"}
+
+    def front_pid(self) -> int | None:
+        pids = [e["pid"] for e in list(self.events) if e["event"] == "front_started"]
+        return pids[-1] if pids else None
+
+    def stop(self, timeout: float = 40.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        return self.proc.returncode
+
+
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive ports free for UDP and TCP (worker SIP ports)."""
+    def free(port: int) -> bool:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    return False
+        return True
+
+    for _ in range(200):
+        base = free_port()
+        if base + n < 65535 and all(free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no free port block")
+
+
 def run_caller(uri: str, *args: str, timeout: float = 60.0) -> tuple[int, list[dict]]:
     cmd = [sys.executable, "-m", "callbot", "call", uri, *args]
     res = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True,

@@ -49,6 +49,7 @@ from .media import PortPool
 from .priority import run_lowered
 from .runner import Action, Log, RunnerPool
 from .settings import TelephonySettings, load_settings
+from .transcript import open_worker_store
 
 def source_host(address: str) -> str:
     """'127.0.0.1:5060' → '127.0.0.1'; '[::1]:5060' → '::1'."""
@@ -70,8 +71,24 @@ class Account(pj.Account):
         self.worker.incoming(self, prm)
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
-        self.worker.log("registration", code=prm.code, reason=prm.reason,
-                        expiration=prm.expiration)
+        fields = {"code": prm.code, "reason": prm.reason, "expiration": prm.expiration}
+        why = registration_error(prm.code)
+        if why:
+            fields["error"] = why
+        self.worker.log("registration", **fields)
+
+
+def registration_error(code: int) -> str | None:
+    """What an integrator should do about a failed registration (None when it worked)."""
+    if 200 <= code < 300 or code in (100, 401, 407):   # 401/407: the challenge, answered next
+        return None
+    if code == 403:
+        return ("the registrar refused the credentials (403): check user, password and "
+                "domain of [[sip.accounts]]")
+    if code in (408, 503) or code == 0:
+        return (f"the registrar did not answer ({code}): check sip.accounts.registrar, "
+                f"the network and the firewall; pjsua retries on its own")
+    return f"registration failed ({code}): see the registrar's logs"
 
 
 class Worker:
@@ -96,6 +113,7 @@ class Worker:
         self.account: Account | None = None
         self.accounts: list[Account] = []
         self.pool: RunnerPool | None = None
+        self.store = None                 # the process's transcript store (opened in start)
 
     # --- setup -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -111,6 +129,7 @@ class Worker:
             stack, self.stack = self.stack, None
             stack.destroy()          # nothing else exists yet: a clean exit, not an abort
             raise
+        self.store = open_worker_store(self.settings.core)
         self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread)
         self.ports = PortPool(sip.max_calls + 2)
         self.account = self._account(None)
@@ -210,6 +229,7 @@ class Worker:
                      bridge_ports=self.stack.ep.mediaActivePorts() if self.stack else None)
         if call.runner is not None:
             call.runner.stop.set()
+        call.close_transcript(code, reason)
         # No _disconnect() here: the stream's bridge slot is gone with the call, and with it
         # every connection to our port; the port itself leaves the bridge below.
         if call.port is not None:
@@ -299,6 +319,9 @@ class Worker:
         self.log("stopped", calls=self.total_calls, bridge_ports=self.stack.ep.mediaActivePorts(),
                  port_names=self._port_names(),
                  cpu_s=round(usage.ru_utime + usage.ru_stime, 2))
+        if self.store is not None:
+            self.store.close()            # flushes the queued turns and call endings
+            self.store = None
         stack, self.stack = self.stack, None
         assert stack is not None
         stack.destroy()

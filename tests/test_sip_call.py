@@ -40,6 +40,9 @@ def worker(tmp_path_factory, queue_port, config):
     cfg = d / "callbot.toml"
     rtp = 20000 + (os.getpid() % 400) * 100
     cfg.write_text(f"""
+[paths]
+data = "{d / 'data'}"
+
 [sip]
 max_calls = 4
 rtp_port_range = 40
@@ -52,6 +55,7 @@ refer_timeout_s = 8.0
 drain_timeout_s = 5.0
 """)
     w = WorkerProcess(cfg, free_port(), rtp, d)
+    w.data = d / "data"          # the worker's transcript store lives here
     try:
         w.wait_for(lambda e: e["event"] == "ready", timeout=60)
         yield w
@@ -143,6 +147,37 @@ def test_goodbye_is_answered_and_the_bot_hangs_up(worker, tmp_path, kb, speech):
                           f"(whole-sentence ncc {best_ncc(heard, reference):.3f})")
     assert hangup["t"] > answered["t"]
 
+    # The call left its transcript: the caller's "au revoir" and a resolved outcome.
+    call = _transcript(worker, call_id)
+    assert call["outcome"] == "resolved", call
+    assert call["caller_number"] == "caller", call          # From: sip:caller@...
+    assert call["worker"].endswith(f"/worker-{worker.port}"), call
+    assert any(t["speaker"] == "caller" and t["intent"] == "au_revoir"
+               for t in call["turns"]), call["turns"]
+
+
+def _transcript(worker, sip_call_id: str, timeout: float = 10.0) -> dict:
+    """The worker's transcript of a call, once its ending is written (the writes are queued)."""
+    import dataclasses
+
+    from callbot.config import load_config
+    from callbot.transcripts import open_store
+
+    base = load_config(env={})
+    cfg = dataclasses.replace(base, paths=dataclasses.replace(base.paths, data=worker.data))
+    store = open_store(cfg)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            call = store.find_call(sip_call_id)
+            if call is not None and call["outcome"] is not None:
+                return {**call, "turns": store.turns(call["id"])}
+            if time.monotonic() > end:
+                raise AssertionError(f"no closed transcript for {sip_call_id}: {call}")
+            time.sleep(0.2)
+    finally:
+        store.close()
+
 
 @pytest.fixture
 def sipp_queue(queue_port, tmp_path):
@@ -180,6 +215,10 @@ def test_dtmf_zero_transfers_to_the_queue_with_context(worker, sipp_queue):
     worker.wait_for(lambda e: e["event"] == "transferred" and e.get("call") == call_id)
     end = worker.wait_for(lambda e: e["event"] == "hangup" and e.get("call") == call_id)
     assert end["by"] == "bot"
+    call = _transcript(worker, call_id)                  # the SIP outcome is in it too
+    assert call["outcome"] == "transferred", call
+    assert call["transfer_result"] == "accepted", call
+    assert call["transfer_target"].startswith("sip:conseillers@127.0.0.1"), call
 
 
 def test_sipp_caller_presses_0_and_follows_the_refer(worker, tmp_path):

@@ -22,9 +22,14 @@ def test_supervisor_restarts_a_dead_worker_and_stops_cleanly(tmp_path, config):
     base = free_port()
     while not all(_free(base + i) for i in range(2)):
         base = free_port()
+    front = free_port()
     cfg = tmp_path / "callbot.toml"
     cfg.write_text(f"""
+[paths]
+data = "{tmp_path / 'data'}"
+
 [sip]
+port = {front}
 rtp_port_range = 40
 
 [workers]
@@ -55,6 +60,8 @@ drain_timeout_s = 3.0
         wait_for(lambda e: e["event"] == "ready" and e.get("worker") == 0)
         assert probe.options("127.0.0.1", base) == 200
         assert probe.options("127.0.0.1", base + 1) == 200
+        assert probe.options("127.0.0.1", front) == 200      # Kamailio holds sip.port
+        assert (tmp_path / "data/sip/kamailio.cfg").is_file()
 
         first = wait_for(lambda e: e["event"] == "worker_started" and e["worker"] == 1)[0]
         os.kill(first["pid"], signal.SIGKILL)                 # a crash
@@ -71,6 +78,7 @@ drain_timeout_s = 3.0
     assert rc == 0
     stopped = wait_for(lambda e: e["event"] == "stopped" and e.get("source") == "supervisor")
     assert stopped[0]["codes"] == {"0": 0, "1": 0}, stopped    # both workers exited cleanly
+    assert stopped[0]["front"] == 0, stopped                   # Kamailio too, last
 
 
 def _free(port: int) -> bool:

