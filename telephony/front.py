@@ -33,7 +33,8 @@ def plan_for(settings: TelephonySettings) -> dispatcher.DispatcherPlan:
     host = f"[{sip.bind}]" if ":" in sip.bind else sip.bind
     return dispatcher.DispatcherPlan(
         listen=sip.bind, port=sip.port, transports=sip.transports,
-        workers=tuple(f"sip:{host}:{w.sip_port(i)}" for i in range(w.count)))
+        workers=tuple(f"sip:{host}:{w.sip_port(i)}" for i in range(w.count)),
+        allowed_sources=tuple(str(n) for n in sip.allowed_sources))
 
 
 class Front:

@@ -117,8 +117,18 @@ class Supervisor:
             cmd[3:3] = ["--config", self.config_path]
         return cmd
 
+    def worker_env(self) -> dict[str, str]:
+        """Behind the Kamailio front, a worker takes calls from the front only: the callers'
+        allow-list (sip.allowed_sources) is enforced by the front, which they all pass."""
+        env = dict(os.environ)
+        if self.settings.workers.count > 1:
+            bind = self.settings.sip.bind
+            env["CALLBOT_SIP_ALLOWED_SOURCES"] = f"{bind}/128" if ":" in bind else f"{bind}/32"
+        return env
+
     def spawn(self, slot: Slot) -> None:
         slot.proc = subprocess.Popen(self.command(slot), stdout=subprocess.PIPE, text=True,
+                                     env=self.worker_env(),
                                      start_new_session=True)   # our Ctrl-C is not theirs
         slot.started = time.monotonic()
         slot.ready = False

@@ -111,6 +111,10 @@ drain_timeout_s = 3.0
         reply = probe.final_response("INVITE", "127.0.0.1", front, timeout=8)
         assert probe.status_of(reply) == 503, reply[:300]
         assert b"\r\nRetry-After: " in reply, reply
+        # Trunk mode through the front: a source outside sip.allowed_sources gets 403 there.
+        foreign = probe.final_response("INVITE", "127.0.0.1", front, bind="127.0.0.2",
+                                       timeout=8)
+        assert probe.status_of(foreign) == 403, foreign[:300]
 
         # Let every caller hear a good part of the greeting before the crash.
         time.sleep(max(0.0, answered[-1]["t"] + 5.0 - time.time()))
