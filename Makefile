@@ -39,9 +39,10 @@ models: venv
 train: venv
 	$(BIN)/callbot train
 
-## run: set everything up, then start the bot on the embedded default configuration
+## run: set everything up, then answer calls on the embedded default configuration
+## (SIP on 127.0.0.1:5060: Kamailio in front of two workers; Ctrl-C stops everything)
 run: setup
-	$(BIN)/callbot simulate
+	$(BIN)/callbot serve
 
 ## test: set everything up (with the engine stand-ins the tests use), then run the tests
 test: MODELS_FLAGS = --test-models
