@@ -281,6 +281,29 @@ rtp_ports {rtp}-{rtp + 20}
     assert end["by"] == "bot"
 
 
+ASK_ADVISOR_WAV = Path("/usr/share/asterisk/sounds/fr/queue-callswaiting.wav")
+# Real human speech: "En attente pour parler à un préposé."
+
+
+def test_spoken_request_for_an_advisor_transfers_to_the_queue(worker, sipp_queue):
+    proc, log = sipp_queue
+    rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--wav",
+                            str(ASK_ADVISOR_WAV), "--timeout", "45", "--transfer-hold", "1")
+    assert rc == 0, events
+    refer = first(events, "transfer_request")
+    assert refer["headers"]["X-Callbot-Reason"] == "caller_request"
+    assert refer["headers"]["X-Callbot-Intent"] == "parler_conseiller"
+    first(events, "answered", leg="transfer")
+    first(events, "hangup", leg="bot", by="bot")          # the bot closed its own leg
+    assert proc.wait(20) == 0                             # the queue got the call
+    invite = first_request(log, "INVITE sip:conseillers")
+    assert "X-Callbot-Reason: caller_request" in invite
+    call_id = refer["headers"]["X-Callbot-Call-Id"]
+    turn = worker.wait_for(lambda e: e["event"] == "turn" and e.get("call") == call_id
+                           and e.get("caller"))
+    assert "parler" in turn["caller"].lower() and turn["intent"] == "parler_conseiller"
+
+
 def test_refused_transfer_falls_back_to_the_opening_hours(worker, tmp_path, speech):
     record = tmp_path / "fallback.wav"
     rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--dtmf", "0",
