@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 TAIL_S = 0.3    # after the last frame is pulled, let it cross the jitter buffer before BYE
+HOLD_GAP_S = 1.5   # longest silence a caller hears while a transfer is pending
 
 
 def _audio_media(call: pj.Call) -> list[pj.AudioMedia]:
@@ -78,6 +79,7 @@ class BotCall(pj.Call):
         self.bridge: BridgeCall | None = None
         self.hangup_at: float | None = None
         self.deadline: float | None = None
+        self.quiet_since = 0.0            # last moment the caller heard the bot (dead air)
         self.transfer: Transfer | None = None
         self.hung_up_by = ""
         self.opened = time.monotonic()
@@ -243,6 +245,7 @@ class BotCall(pj.Call):
             self.fallback()
 
     def tick(self, now: float) -> None:
+        self._no_dead_air(now)
         if self.phase == "talking" and now >= self.stats_at:
             self.stats_at = now + 1.0
             self.stats = stream_stats(self) or self.stats
@@ -255,6 +258,19 @@ class BotCall(pj.Call):
                 self.transfer_failed("timeout")
             elif self.phase == "bridging" and self.bridge is not None:
                 self.bridge.hangup_quietly()
+
+    def _no_dead_air(self, now: float) -> None:
+        """While a transfer is pending (REFER sent, or the queue being dialled for a bridge),
+        the caller still hears the bot's port: fill silences longer than HOLD_GAP_S."""
+        waiting = self.phase in ("transferring", "bridging") and self.deadline is not None
+        if not waiting or self.runner is None:
+            self.quiet_since = now
+            return
+        if self.runner.session.speaking:
+            self.quiet_since = now
+        elif now - self.quiet_since >= HOLD_GAP_S:
+            self.quiet_since = now + 1.0      # the sentence takes a moment to start playing
+            self.runner.say_then_report(self.worker.settings.transfer.hold_text)
 
     def hangup_now(self) -> None:
         if self.phase in ("hangup_sent", "gone"):

@@ -91,6 +91,7 @@ class TransferSettings:
     on_failure: str
     bridge_timeout_s: float
     fallback_text: str
+    hold_text: str
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,8 @@ def _transfer(t: dict[str, Any], d: dict[str, Any], where: str) -> TransferSetti
         refer_timeout_s=_float(t, s, "refer_timeout_s", where),
         on_failure=on_failure,
         bridge_timeout_s=_float(t, s, "bridge_timeout_s", where),
-        fallback_text=_str(t, s, "fallback_text", where, empty=False))
+        fallback_text=_str(t, s, "fallback_text", where, empty=False),
+        hold_text=_str(t, s, "hold_text", where, empty=False))
 
 
 def _workers(t: dict[str, Any], d: dict[str, Any], where: str) -> WorkersSettings:
