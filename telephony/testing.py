@@ -46,6 +46,19 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def terminate(proc: subprocess.Popen, stderr, timeout: float) -> int:
+    """SIGTERM, then wait; kill only if it does not stop in time. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    stderr.close()
+    return proc.returncode
+
+
 class WorkerProcess:
     """A worker subprocess and the JSON events it printed."""
 
@@ -82,16 +95,7 @@ class WorkerProcess:
         return [e for e in self.events if e.get("call") == call_id and e["event"] == kind]
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, then wait; kill only if it does not stop in time. Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr.close()
-        return self.proc.returncode
+        return terminate(self.proc, self.stderr, timeout)
 
 
 class ServeProcess:
@@ -137,15 +141,7 @@ class ServeProcess:
         return pids[-1] if pids else None
 
     def stop(self, timeout: float = 40.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr.close()
-        return self.proc.returncode
+        return terminate(self.proc, self.stderr, timeout)
 
 
 def free_port_block(n: int) -> int:

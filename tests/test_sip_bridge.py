@@ -79,6 +79,43 @@ def test_refused_refer_is_bridged_to_the_queue(worker, queue_port, tmp_path):
     assert "User-Agent: callbot-worker" in invite     # the bot's own call, not the caller's
 
 
+def test_no_dead_air_while_the_queue_rings(worker, queue_port, tmp_path):
+    """The queue rings 6 s before answering the bridged call: the caller hears the hold
+    sentence in that time rather than silence."""
+    import subprocess
+    from pathlib import Path
+
+    from callbot.audio import read_wav
+    from callbot.tts import SpeechCache, cache_root, load_tts
+    from telephony.settings import load_settings
+    from telephony.testing import alaw_round_trip, found_fraction
+
+    scenario = Path(__file__).parent / "sipp" / "slow_queue.xml"
+    queue = subprocess.Popen(
+        ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(queue_port), "-mi",
+         "127.0.0.1", "-mp", str(free_port("udp")), "-m", "1", "-timeout", "60s", "-nostdin"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record = tmp_path / "heard.wav"
+    try:
+        time.sleep(0.5)
+        rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--dtmf", "0",
+                                "--refuse-transfer", "--hangup-after", "14",
+                                "--record", str(record), "--timeout", "45")
+        assert rc == 0, events
+        assert first(events, "transfer_request")["accepted"] is False
+    finally:
+        if queue.poll() is None:
+            queue.terminate()
+            queue.wait(5)
+    from callbot.config import load_config
+
+    config = load_config(env={})
+    speech = SpeechCache(load_tts(config), cache_root(config))
+    hold = load_settings(env={}).transfer.hold_text
+    found = found_fraction(read_wav(record), alaw_round_trip(speech.get(hold)))
+    assert found >= 0.8, f"hold sentence not heard while the queue rang: {found:.0%}"
+
+
 def test_second_call_is_busy_and_sigterm_hangs_up_the_first(worker):
     # The only slot is taken by a call that never ACKs nor sends RTP...
     assert probe.exchange("INVITE", "127.0.0.1", worker.port, timeout=3) == 200
