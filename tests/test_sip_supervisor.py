@@ -13,7 +13,8 @@ import time
 import pytest
 
 from telephony import probe
-from telephony.testing import ROOT, child_env, free_port
+from telephony.testing import (ROOT, child_env, first, first_request, free_port, run_caller,
+                               start_sipp_uas)
 
 
 def test_supervisor_restarts_a_dead_worker_and_stops_cleanly(tmp_path, config):
@@ -23,6 +24,7 @@ def test_supervisor_restarts_a_dead_worker_and_stops_cleanly(tmp_path, config):
     while not all(_free(base + i) for i in range(2)):
         base = free_port()
     front = free_port()
+    queue_port = free_port("udp")
     cfg = tmp_path / "callbot.toml"
     cfg.write_text(f"""
 [paths]
@@ -31,6 +33,10 @@ data = "{tmp_path / 'data'}"
 [sip]
 port = {front}
 rtp_port_range = 40
+
+[transfer]
+queue_uri = "sip:conseillers@127.0.0.1:{queue_port}"
+refer_timeout_s = 8.0
 
 [workers]
 count = 2
@@ -63,11 +69,32 @@ drain_timeout_s = 3.0
         assert probe.options("127.0.0.1", front) == 200      # Kamailio holds sip.port
         assert (tmp_path / "data/sip/kamailio.cfg").is_file()
 
-        first = wait_for(lambda e: e["event"] == "worker_started" and e["worker"] == 1)[0]
-        os.kill(first["pid"], signal.SIGKILL)                 # a crash
+        # A transfer through the front: the bot's REFER and the NOTIFYs follow the
+        # record-route, the caller's phone calls the queue, the bot's leg is closed.
+        time.sleep(2.5)                                       # one dispatcher probe round
+        log = tmp_path / "queue.log"
+        queue = start_sipp_uas(queue_port, log, tmp_path)
+        try:
+            time.sleep(0.5)
+            rc, calls = run_caller(f"sip:callbot@127.0.0.1:{front}", "--dtmf", "0",
+                                   "--timeout", "45", "--transfer-hold", "1")
+            assert rc == 0, calls
+            refer = first(calls, "transfer_request")
+            assert refer["headers"]["X-Callbot-Reason"] == "caller_request"
+            first(calls, "answered", leg="transfer")
+            first(calls, "hangup", leg="bot", by="bot")
+            assert queue.wait(20) == 0
+        finally:
+            if queue.poll() is None:
+                queue.terminate()
+                queue.wait(5)
+        assert "X-Callbot-Intent: parler_conseiller" in first_request(log, "INVITE sip:conseillers")
+
+        victim = wait_for(lambda e: e["event"] == "worker_started" and e["worker"] == 1)[0]
+        os.kill(victim["pid"], signal.SIGKILL)                 # a crash
         wait_for(lambda e: e["event"] == "worker_exited" and e["worker"] == 1)
         again = wait_for(lambda e: e["event"] == "worker_started" and e["worker"] == 1
-                         and e["pid"] != first["pid"])[0]
+                         and e["pid"] != victim["pid"])[0]
         assert again["restarts"] == 1
         wait_for(lambda e: e["event"] == "ready" and e.get("worker") == 1
                  and e.get("pid") == again["pid"])
