@@ -36,7 +36,13 @@ $(BIN)/callbot: pyproject.toml
 models: venv
 	$(BIN)/callbot models install $(MODELS_FLAGS)
 
-train: venv
+# Retrain only when the knowledge base changed (or no model yet): `make run` starts fast.
+MODEL := models/intent-classifier.pkl
+KB_FILES := $(shell find kb -type f 2>/dev/null)
+
+train: $(MODEL)
+
+$(MODEL): $(KB_FILES) | venv
 	$(BIN)/callbot train
 
 ## run: set everything up, then answer calls on the embedded default configuration
