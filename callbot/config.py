@@ -45,6 +45,7 @@ class AsrConfig:
     vosk_model: str
     beam_size: int
     threads: int
+    whisper_window_s: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class EndpointingConfig:
     frame_ms: int
     speech_start_ms: int
     end_silence_ms: int
+    quick_end: str
+    quick_end_ms: int
     max_utterance_ms: int
     no_input_ms: int
     pre_roll_ms: int
@@ -169,6 +172,7 @@ SECTIONS: dict[str, type] = {
 
 CHOICES = {
     ("asr", "engine"): {"auto", "vosk", "whisper"},
+    ("endpointing", "quick_end"): {"understood", "always", "off"},
     ("tts", "engine"): {"auto", "piper", "espeak"},
     ("console", "cookie_secure"): {"auto", "always", "never"},
 }
@@ -176,6 +180,7 @@ CHOICES = {
 POSITIVE = {
     ("endpointing", "frame_ms"), ("endpointing", "speech_start_ms"),
     ("endpointing", "end_silence_ms"), ("endpointing", "max_utterance_ms"),
+    ("endpointing", "quick_end_ms"), ("asr", "whisper_window_s"),
     ("endpointing", "no_input_ms"), ("asr", "beam_size"), ("asr", "threads"),
     ("dialogue", "not_understood_limit"), ("dialogue", "no_input_limit"),
     ("dialogue", "siren_attempts"), ("tts", "espeak_rate"), ("tts", "slow_factor"),

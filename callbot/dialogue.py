@@ -159,6 +159,14 @@ class Dialogue:
         turn.state = self.state.value
         return turn
 
+    def complete(self, text: str) -> bool:
+        """Would ``text``, heard now, get a definite reply (not "please rephrase", not "did
+        you mean...")? The listener ends the caller's turn early when it would. Never while
+        a SIREN is dictated: callers pause between digit groups. No state is changed."""
+        if self.state in (State.ENDED, State.SIREN, State.START):
+            return False
+        return self._understand(text).decision == CONFIDENT
+
     def silence(self) -> Turn:
         """The caller said nothing for the no-input time after the bot stopped speaking."""
         turn = Turn(caller=None)

@@ -133,7 +133,8 @@ class CallSession:
         self.call_id = call_id
         self.frame_ms = self.config.endpointing.frame_ms
         self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue)
-        self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE)
+        self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE,
+                                  complete=self.dialogue.complete)
                          if engines.asr is not None else None)
         self.playback = Playback(frame_bytes(TELEPHONY_RATE, self.frame_ms))
         self.observer = observer or (lambda event: None)
@@ -200,6 +201,11 @@ class CallSession:
         when a transfer fails). It goes through the speech cache like every answer."""
         with self._lock:
             self.playback.extend(self.engines.tts.get(text), self.frame_ms)
+
+    def close(self) -> None:
+        """The call is over (whoever hung up): release what the call held."""
+        if self.listener is not None:
+            self.listener.close()
 
     def pull(self) -> bytes:
         """The next 20 ms of bot audio (silence when there is nothing to say)."""

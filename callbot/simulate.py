@@ -134,6 +134,7 @@ def simulate(engines: Engines, turns: Iterable[CallerTurn],
     while not session.ended.is_set() and session.clock_ms < limit[0]:
         tick()
     ending = session.ending if session.ended.is_set() else None
+    session.close()
     if recorder is not None:
         recorder.close()
     outcome = ("transferred" if isinstance(ending, Transfer)

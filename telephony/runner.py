@@ -110,6 +110,10 @@ class CallRunner:
                      error=f"{type(exc).__name__}: {exc}")
             self.post(Action("failed", self.key, repr(exc)))
         finally:
+            try:
+                self.session.close()
+            except Exception:  # noqa: BLE001 - releasing a recognizer must not block the end
+                pass
             self.done.set()
 
     def _run(self) -> None:

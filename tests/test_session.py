@@ -1,14 +1,18 @@
 """The call pipeline frame by frame: endpointing, barge-in, no-input timer, speech cache."""
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
 
 from callbot.audio import read_wav, split_frames
+from callbot.dialogue import Dialogue, State
 from callbot.endpointing import Endpointer, Mark
 from callbot.events import BargeIn, HangUp, Turn
+from callbot.listener import Final, Listener
 from callbot.session import CallSession, Engines
+from callbot.text import normalize
 
 SOUNDS = "/usr/share/asterisk/sounds/fr"
 FRAME = 320   # 20 ms at 8 kHz, 16-bit
@@ -162,3 +166,81 @@ def test_announce_speaks_outside_the_dialogue(engines):
     assert b"".join(s.pull() for _ in range(len(s.playback.frames))) == \
         engines.tts.get("Nos conseillers sont absents. Au revoir.") + \
         b"\x00" * ((-len(engines.tts.get("Nos conseillers sont absents. Au revoir."))) % FRAME)
+
+
+def _turn_end(listener, speech, wait_for_hypothesis=True):
+    """Feed speech then silence; return (final, ms of silence fed when it came). The test
+    waits for a speculative decode before each frame, as a machine fast enough would."""
+    for f in speech:
+        for ev in listener.feed(f):
+            if isinstance(ev, Final):
+                raise AssertionError(f"turn ended inside the speech: {ev}")
+    for i in range(1, 100):
+        if wait_for_hypothesis and listener._speculating:
+            deadline = time.monotonic() + 30
+            while listener.recognizer.hypothesis() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finals = [ev for ev in listener.feed(SILENCE) if isinstance(ev, Final)]
+        if finals:
+            return finals[0], i * 20
+    raise AssertionError("no end of turn")
+
+
+def _trailing_quiet_ms(speech, config):
+    """Quiet at the end of the recording itself (it counts towards the end of turn)."""
+    ep = Endpointer(config.endpointing)
+    voiced = [ep.is_voiced(f) for f in speech]
+    return (len(voiced) - 1 - max(i for i, v in enumerate(voiced) if v)) * 20
+
+
+def test_quick_end_when_the_request_is_already_understood(engines, config):
+    ep = config.endpointing
+    dialogue = Dialogue(engines.kb, engines.classifier, config.dialogue)
+    dialogue.start()
+    goodbye = frames_of(f"{SOUNDS}/vm-goodbye.wav")
+    listener = Listener(engines.asr, ep, complete=dialogue.complete)
+    tail = _trailing_quiet_ms(goodbye, config)
+    final, silence = _turn_end(listener, goodbye)
+    assert final.quick and normalize(final.text) == "au revoir"
+    assert ep.quick_end_ms <= tail + silence < ep.end_silence_ms
+    assert not listener.in_speech
+    # The same words with the quick end off: the full end-of-turn silence.
+    off = Listener(engines.asr, dataclasses.replace(ep, quick_end="off"),
+                   complete=dialogue.complete)
+    final, silence = _turn_end(off, goodbye)
+    assert not final.quick and normalize(final.text) == "au revoir"
+    assert tail + silence >= ep.end_silence_ms
+
+
+def test_no_quick_end_for_what_is_not_understood(engines, config):
+    """'Vous êtes la seule personne dans cette conférence' is no SIRENE request: the caller
+    may still be on the way to the question, so the turn waits for the usual silence."""
+    dialogue = Dialogue(engines.kb, engines.classifier, config.dialogue)
+    dialogue.start()
+    listener = Listener(engines.asr, config.endpointing, complete=dialogue.complete)
+    speech = frames_of(f"{SOUNDS}/conf-onlyperson.wav")
+    final, silence = _turn_end(listener, speech)
+    assert not final.quick and final.text
+    assert _trailing_quiet_ms(speech, config) + silence >= config.endpointing.end_silence_ms
+
+
+def test_dialogue_never_ends_a_siren_dictation_early(engines, config):
+    dialogue = Dialogue(engines.kb, engines.classifier, config.dialogue)
+    dialogue.start()
+    assert dialogue.complete("au revoir")
+    assert not dialogue.complete("euh")
+    dialogue.state = State.SIREN
+    assert not dialogue.complete("au revoir")
+    assert not dialogue.complete("7 3 2 8 2 9 3 2 0")
+
+
+def test_a_pause_then_more_speech_drops_the_speculation(engines, config):
+    """The caller pauses past the speculation point and goes on: no early end, and the
+    final covers both parts."""
+    ep = dataclasses.replace(config.endpointing, quick_end="always")
+    listener = Listener(engines.asr, ep)
+    pause = [SILENCE] * (ep.quick_end_ms // 20 - 2)    # past half the quick end: speculating
+    speech = frames_of(f"{SOUNDS}/vm-goodbye.wav") + pause + frames_of(
+        f"{SOUNDS}/auth-thankyou.wav")
+    final, _ = _turn_end(listener, speech)
+    assert normalize(final.text) == "au revoir merci"

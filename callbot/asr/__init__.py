@@ -57,4 +57,4 @@ def load_asr(config: Config, engine: str | None = None) -> AsrEngine:
     from .whisper import WhisperEngine
 
     return WhisperEngine(path, language=config.asr.language, beam_size=config.asr.beam_size,
-                         threads=config.asr.threads)
+                         threads=config.asr.threads, window_s=config.asr.whisper_window_s)

@@ -12,10 +12,10 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Transcript:
-    """A recognition result. ``final`` is False for streaming partials (Vosk only)."""
+    """A recognition result. ``final`` is False for hypotheses not yet closed."""
 
     text: str
-    confidence: float  # 0..1; 0 for an empty result
+    confidence: float | None  # 0..1; 0 for an empty result; None: not scored (a partial)
     engine: str
     final: bool
 
@@ -36,6 +36,31 @@ class Recognizer(Protocol):
         """Final result for everything accepted since the last finish(); then reset."""
         ...
 
+    # --- early end of turn ------------------------------------------------------------------
+    # The listener may end a turn after a short silence when what was said so far is already
+    # a complete request. It needs the engine's best guess before the utterance is closed.
+
+    def speculate(self) -> None:
+        """The caller has paused: start working out :meth:`hypothesis` for the audio so far
+        (a batch engine starts decoding in the background; a streaming one has it already)."""
+        ...
+
+    def drop_speculation(self) -> None:
+        """The caller spoke again: the speculative hypothesis no longer covers the utterance."""
+        ...
+
+    def hypothesis(self) -> Transcript | None:
+        """The best transcript of the audio so far if it is ready now (never blocks)."""
+        ...
+
+    def commit(self, hypothesis: Transcript) -> Transcript:
+        """Close the utterance with ``hypothesis`` as its result (cheaper than finish()); reset."""
+        ...
+
+    def close(self) -> None:
+        """The call is over: the recognizer may be reused by another call (warm caches)."""
+        ...
+
 
 class AsrEngine(Protocol):
     """Loaded once per process, shared by all calls."""
@@ -44,6 +69,11 @@ class AsrEngine(Protocol):
     model: str  # model name (folder under paths.models)
 
     def recognizer(self, sample_rate: int = 8000) -> Recognizer:
+        ...
+
+    def warm(self, speech: bytes, count: int = 1) -> None:
+        """Prepare ``count`` recognizers (8 kHz) on real speech before the first call, so that
+        no caller pays for first-use costs (thread start-up, decoder caches)."""
         ...
 
 
