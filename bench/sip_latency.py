@@ -16,6 +16,7 @@ The caller's figure includes both RTP paths, the worker's endpointing silence
 "asr ms" and "srv ms" are the workers' own medians from the transcripts (decode time, and
 final transcript → first answer frame queued).
 
+"callers %" is the CPU the test callers themselves used (they share the 2 cores).
 Late frames: the workers' receive callbacks more than 30 ms apart (their "hangup" stream
 stats), over every frame of the level's calls. CPU: utime+stime over the level's wall
 time from /proc (% of one core); RSS: the peak sampled every 0.5 s. The callers run on the
@@ -35,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -149,6 +151,7 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
     sampler.start()
     wall0 = time.time()
     t0 = time.monotonic()
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs = []
     for i in range(n):
         if i:
@@ -162,6 +165,9 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
             text=True))
     outs = [p.communicate(timeout=hold_s + 90)[0] for p in procs]
     wall = time.monotonic() - t0
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    callers_cpu = 100.0 * ((kids1.ru_utime + kids1.ru_stime)
+                           - (kids0.ru_utime + kids0.ru_stime)) / wall
     time.sleep(1.0)              # the workers' hangup events
     stop.set()
     sampler.join()
@@ -191,6 +197,7 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
             "cpu_worker_pct": {k: round(v, 1) for k, v in wk.items()},
             "cpu_kamailio_pct": round(sum(v for k, v in cpu.items() if k.startswith("kam")), 1),
             "cpu_total_pct": round(sum(cpu.values()), 1),
+            "cpu_callers_pct": round(callers_cpu, 1),
             "rss_worker_mb": {k: v for k, v in peak.items() if k.startswith("worker")},
             "rss_total_mb": sum(peak.values()),
             "wall_s": round(wall, 1)}
@@ -265,6 +272,9 @@ drain_timeout_s = 3.0
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 time.sleep(2)
+            clocks = sorted({e.get("priority") for e in serve.events
+                             if e["event"] == "media_clock"})
+            print(f"# {engine}: media clock priority {clocks or ['not reported']}", flush=True)
         finally:
             serve.stop()
     return rows
@@ -298,7 +308,7 @@ def main() -> int:
           f"asr.threads={a.asr_threads or 'config'}")
     print(f"{'engine':8} {'calls':>5} {'ok':>4} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
           f"{'asr ms':>6} {'srv ms':>6} {'late>30ms':>9} {'cpu/worker %':>22} {'kam %':>6} "
-          f"{'cpu tot %':>9} "
+          f"{'cpu tot %':>9} {'callers %':>9} "
           f"{'rss/worker MB':>18} {'rss tot MB':>10}")
     for r in rows:
         cw = "/".join(f"{v:.0f}" for v in r["cpu_worker_pct"].values())
@@ -307,7 +317,8 @@ def main() -> int:
         print(f"{r['engine']:8} {r['calls']:>5} {r['measured']:>4} {_s(r['p50_ms']):>7} "
               f"{_s(r['p95_ms']):>7} {_s(r['max_ms']):>7} {_s(r['decode_p50_ms']):>6} "
               f"{_s(r['server_p50_ms']):>6} {late:>9} {cw:>22} "
-              f"{r['cpu_kamailio_pct']:>6} {r['cpu_total_pct']:>9} {rw:>18} "
+              f"{r['cpu_kamailio_pct']:>6} {r['cpu_total_pct']:>9} "
+              f"{r['cpu_callers_pct']:>9} {rw:>18} "
               f"{r['rss_total_mb']:>10}")
     return 0
 

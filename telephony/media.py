@@ -18,6 +18,7 @@ from typing import Callable
 import pjsua2 as pj
 
 from .pjlib import FRAME_MS
+from .priority import OnFirstCall
 
 RATE = 8000
 FRAME_BYTES = RATE * FRAME_MS // 1000 * 2       # 320: 160 samples of 16-bit mono
@@ -93,10 +94,11 @@ class CallPort(pj.AudioMediaPort):
     """
 
     def __init__(self, name: str, inbox: "queue.SimpleQueue[bytes]",
-                 source: Callable[[], bytes]) -> None:
+                 source: Callable[[], bytes], on_clock: OnFirstCall | None = None) -> None:
         super().__init__()
         self.inbox = inbox
         self.source = source
+        self.on_clock = on_clock or OnFirstCall(None)
         self.rx = FrameStats()
         self.createPort(name, audio_format())
 
@@ -120,6 +122,7 @@ class CallPort(pj.AudioMediaPort):
 
     def onFrameRequested(self, frame: "pj.MediaFrame") -> None:
         t0 = time.perf_counter()
+        self.on_clock()
         try:
             pcm = self.source()
             if len(pcm) != FRAME_BYTES:
@@ -174,10 +177,13 @@ class PortPool:
     already in flight for the old call never reach the new one.
     """
 
-    def __init__(self, size: int, linger_s: float = 0.2) -> None:
+    def __init__(self, size: int, linger_s: float = 0.2,
+                 on_clock: Callable[[], None] | None = None) -> None:
+        """``on_clock``: run once on the media clock thread, at the first frame (priority)."""
         self.linger_s = linger_s
+        hook = OnFirstCall(on_clock)
         self.free: list[CallPort] = [CallPort(f"call-port-{i}", CallPort.nowhere,
-                                              CallPort.silence) for i in range(size)]
+                                              CallPort.silence, hook) for i in range(size)]
         self.resting: list[tuple[float, CallPort]] = []
 
     def acquire(self, inbox: "queue.SimpleQueue[bytes]",

@@ -102,6 +102,7 @@ class WorkersSettings:
     drain_timeout_s: float
     recycle_after_calls: int
     health_interval_s: float
+    media_priority: str
 
     def sip_port(self, index: int) -> int:
         return self.base_sip_port + index
@@ -357,7 +358,18 @@ def _workers(t: dict[str, Any], d: dict[str, Any], where: str) -> WorkersSetting
         base_rtp_port=_int(t, s, "base_rtp_port", where, 1024, 65534),
         drain_timeout_s=_float(t, s, "drain_timeout_s", where, lo=-1e-9),
         recycle_after_calls=_int(t, s, "recycle_after_calls", where, 0),
-        health_interval_s=_float(t, s, "health_interval_s", where))
+        health_interval_s=_float(t, s, "health_interval_s", where),
+        media_priority=_choice(t, s, "media_priority", where, MEDIA_PRIORITIES))
+
+
+MEDIA_PRIORITIES = ("realtime", "normal")
+
+
+def _choice(t: dict[str, Any], s: str, key: str, where: str, choices: tuple[str, ...]) -> str:
+    value = _str(t, s, key, where, empty=False)
+    if value not in choices:
+        raise ConfigError(f"{where}: {s}.{key} = {value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 # --- the core's `callbot config check` ----------------------------------------------------

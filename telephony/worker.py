@@ -46,7 +46,7 @@ from callbot.session import Engines
 from . import pjlib
 from .call import BotCall, BridgeCall
 from .media import PortPool
-from .priority import run_lowered
+from .priority import make_this_thread_realtime, run_lowered
 from .runner import Action, Log, RunnerPool
 from .settings import TelephonySettings, load_settings
 from .transcript import open_worker_store
@@ -92,6 +92,19 @@ def registration_error(code: int) -> str | None:
 
 
 class Worker:
+    def _clock_priority(self) -> None:
+        """On the media clock thread, at the first frame of the first call."""
+        if self.settings.workers.media_priority != "realtime":
+            return
+        got = make_this_thread_realtime()
+        if got == "realtime":
+            self.log("media_clock", priority="realtime")
+        else:
+            self.log("media_clock", priority="normal",
+                     hint="the media clock could not get real-time priority: run the "
+                          "workers as root or grant CAP_SYS_NICE, or set "
+                          "workers.media_priority = \"normal\" to silence this")
+
     def __init__(self, settings: TelephonySettings, engines: Engines, port: int,
                  rtp_port: int, log: Log) -> None:
         self.settings = settings
@@ -131,7 +144,7 @@ class Worker:
             raise
         self.store = open_worker_store(self.settings.core)
         self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread)
-        self.ports = PortPool(sip.max_calls + 2)
+        self.ports = PortPool(sip.max_calls + 2, on_clock=self._clock_priority)
         self.account = self._account(None)
         for acc in sip.accounts:
             self.accounts.append(self._account(acc))
