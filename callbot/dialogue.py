@@ -159,6 +159,15 @@ class Dialogue:
         turn.state = self.state.value
         return turn
 
+    def memento(self) -> dict:
+        """The conversation's state, to :meth:`restore` if a turn must be taken back."""
+        keep = {k: v for k, v in vars(self).items() if k not in ("kb", "classifier", "config")}
+        return {k: list(v) if isinstance(v, list) else v for k, v in keep.items()}
+
+    def restore(self, memento: dict) -> None:
+        for k, v in memento.items():
+            setattr(self, k, list(v) if isinstance(v, list) else v)
+
     def complete(self, text: str) -> bool:
         """Would ``text``, heard now, get a definite reply (not "please rephrase", not "did
         you mean...")? The listener ends the caller's turn early when it would. Never while

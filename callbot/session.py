@@ -29,6 +29,19 @@ from .listener import Final, Listener, SpeechStarted
 from .tts.cache import SpeechCache
 
 GAP_MS = 150   # pause between two sentences of one reply
+# A caller who speaks again this soon after the answer to a quick end of turn began was
+# still finishing the request: the answer is taken back and both parts are heard as one.
+RESUME_MS = 1500
+
+
+@dataclass
+class _Resumable:
+    """A turn ended early (quick end) that the caller may turn out not to have finished."""
+
+    memento: dict
+    text: str
+    turns: int        # len(session.turns) once it was answered
+    at_ms: int        # call clock when it was answered
 
 
 @dataclass
@@ -148,6 +161,8 @@ class CallSession:
         self.quiet_ms = 0                  # caller silence since the bot stopped speaking
         self.ending: Transfer | HangUp | None = None
         self.ended = threading.Event()     # set once the last words are played
+        self._resumable: _Resumable | None = None
+        self._continuing: str | None = None   # first part of a request being finished
         self._lock = threading.Lock()
 
     # --- inputs ----------------------------------------------------------------------------
@@ -170,9 +185,10 @@ class CallSession:
             speaking = self.listener.in_speech if self.listener else False
             for ev in events:
                 if isinstance(ev, SpeechStarted):
+                    self._take_back()
                     self._barge_in()
-                elif isinstance(ev, Final) and ev.text:
-                    self._heard(ev.text, ev.engine, ev.confidence, ev.decode_ms, ev.speech_ms)
+                elif isinstance(ev, Final):
+                    self._final(ev)
             if self.playback.playing or speaking or self.ending is not None:
                 self.quiet_ms = 0
             else:
@@ -223,6 +239,30 @@ class CallSession:
         return self.dialogue.state
 
     # --- internals -------------------------------------------------------------------------
+    def _final(self, ev: Final) -> None:
+        text = ev.text
+        if self._continuing is not None:
+            # The rest of a request cut by a quick end (or nothing: a cough; then the first
+            # part alone is answered again).
+            text = f"{self._continuing} {text}".strip()
+            self._continuing = None
+        if not text:
+            return
+        memento = self.dialogue.memento() if ev.quick else None
+        turn = self._heard(text, ev.engine, ev.confidence, ev.decode_ms, ev.speech_ms)
+        self._resumable = None
+        if memento is not None and not any(isinstance(e, (Transfer, HangUp))
+                                           for e in turn.events):
+            self._resumable = _Resumable(memento, text, len(self.turns), self.clock_ms)
+
+    def _take_back(self) -> None:
+        """The caller speaks while the answer to a quick end is starting: take it back."""
+        r, self._resumable = self._resumable, None
+        if (r is not None and self.playback.playing and len(self.turns) == r.turns
+                and self.clock_ms - r.at_ms <= RESUME_MS):
+            self.dialogue.restore(r.memento)
+            self._continuing = r.text
+
     def _heard(self, text: str, engine: str | None, confidence: float | None,
                decode_ms: float, speech_ms: int) -> Turn:
         t0 = time.perf_counter()

@@ -244,3 +244,35 @@ def test_a_pause_then_more_speech_drops_the_speculation(engines, config):
         f"{SOUNDS}/auth-thankyou.wav")
     final, _ = _turn_end(listener, speech)
     assert normalize(final.text) == "au revoir merci"
+
+
+def test_a_request_cut_by_a_quick_end_is_heard_whole(stand_in_config):
+    """The caller pauses, the quick end answers, the caller goes on at once: the answer is
+    taken back and both parts are heard as one request (with the Vosk stand-in, whose
+    Korean words are never understood: quick_end = "always")."""
+    cfg = dataclasses.replace(
+        stand_in_config,
+        asr=dataclasses.replace(stand_in_config.asr, engine="vosk"),
+        endpointing=dataclasses.replace(stand_in_config.endpointing, quick_end="always"))
+    engines = Engines.load(cfg)
+    events = []
+    s = CallSession(engines, "resume", observer=events.append)
+    s.start()
+    s.playback.flush()
+    for f in frames_of(f"{SOUNDS}/conf-onlyperson.wav"):
+        s.push(f)
+    for _ in range(40):
+        s.push(SILENCE)
+        if len(s.turns) == 2:
+            break
+    first = s.turns[-1]
+    assert first.caller and s.dialogue.not_understood == 1 and s.speaking
+    for f in frames_of(f"{SOUNDS}/auth-thankyou.wav") + [SILENCE] * 60:
+        s.push(f)
+        if len(s.turns) == 3:
+            break
+    assert any(isinstance(e, BargeIn) for e in events)
+    last = s.turns[-1]
+    assert last.caller.startswith(first.caller + " ") and len(last.caller) > len(first.caller) + 1
+    assert s.dialogue.not_understood == 1      # the first part alone no longer counts
+    s.close()
