@@ -86,6 +86,7 @@ class VoskRecognizer:
         self._confs: list[float] = []   # word confidences of those segments
         self._partial = ""
         self._odd = b""                 # a trailing odd byte waits for its other half
+        self._closed = False            # speculate() closed the segment; only silence since
 
     def _take(self, result_json: str) -> None:
         result = json.loads(result_json)
@@ -104,6 +105,8 @@ class VoskRecognizer:
             current = ""
         else:
             current = json.loads(self._rec.PartialResult()).get("partial", "")
+        if current:
+            self._closed = False        # the caller went on after a speculative close
         text = " ".join([*self._texts, current]).strip()
         if not text or text == self._partial:
             return None  # nothing new (an empty partial only means Kaldi closed a segment)
@@ -121,22 +124,35 @@ class VoskRecognizer:
     def _reset(self) -> None:
         self._rec.Reset()
         self._texts, self._confs, self._partial, self._odd = [], [], "", b""
+        self._closed = False
 
-    # A streaming engine has its hypothesis at all times: nothing to start or drop.
+    # Early end of turn. A partial lags the audio by up to one decoding chunk (~240 ms
+    # measured) plus the acoustic model's right context, so the words a caller has just
+    # said may be missing from it, or still wrong. When the caller pauses, speculate()
+    # closes Kaldi's segment instead (its final pass, 50-150 ms, done while the silence is
+    # being timed): the hypothesis is then the real final text of everything said. If the
+    # caller goes on, the next words make a new segment, accumulated like those Kaldi's own
+    # endpointer closes; only the language model's context restarts there.
     def speculate(self) -> None:
-        pass
+        if self._partial and not self._closed:
+            self._take(self._rec.FinalResult())
+            self._closed = True
+            self._partial = " ".join(self._texts).strip()
 
     def drop_speculation(self) -> None:
-        pass
+        self._closed = False    # more speech: the closed segment stays part of the utterance
 
     def hypothesis(self) -> Transcript | None:
-        return Transcript(self._partial, None, "vosk", False) if self._partial else None
+        text = " ".join(self._texts).strip()
+        if not self._closed or not text:
+            return None
+        conf = sum(self._confs) / len(self._confs) if self._confs else 0.0
+        return Transcript(text, max(0.0, min(1.0, conf)), "vosk", False)
 
     def commit(self, hypothesis: Transcript) -> Transcript:
-        """Skips Kaldi's final pass (its last chunk and lattice: 50-150 ms of CPU) when the
-        partial already says enough to answer; the partial has no word confidences."""
+        """Only silence came after the segment was closed: nothing left to decode."""
         self._reset()
-        return Transcript(hypothesis.text, None, "vosk", True)
+        return Transcript(hypothesis.text, hypothesis.confidence, "vosk", True)
 
     def close(self) -> None:
         if self._engine is not None and self._rec is not None:
