@@ -5,9 +5,9 @@ recognizer, which is what keeps Whisper from inventing text on silence, and give
 engine the same start/end behaviour.
 
 Quick end of turn. Waiting ``end_silence_ms`` (700 ms) after every utterance is most of
-what a caller waits for an answer. When the caller pauses, the listener asks the recognizer
-for its hypothesis (a streaming engine has it; Whisper starts a background decode at half
-``quick_end_ms``) and, once ``quick_end_ms`` of silence have passed, asks ``complete``
+what a caller waits for an answer. When the caller has paused for half ``quick_end_ms``,
+the listener asks the recognizer to speculate (Vosk closes its segment: a partial lags the
+audio; Whisper starts a background decode) and, once ``quick_end_ms`` of silence have passed, asks ``complete``
 (the dialogue: "is this already a request I can answer with confidence?"). If so the turn
 ends there; if not, or if the caller speaks again, the usual end of turn applies. A caller
 cut off too early simply goes on speaking: that is a barge-in, and the rest is heard as the
