@@ -16,7 +16,10 @@ The caller's figure includes both RTP paths, the worker's endpointing silence
 "asr ms" and "srv ms" are the workers' own medians from the transcripts (decode time, and
 final transcript → first answer frame queued).
 
-"callers %" is the CPU the test callers themselves used (they share the 2 cores).
+"callers %" is the CPU the test callers themselves used (they share the 2 cores). They
+run at ``--callers-nice`` 10 by default: a measuring instrument should not take the CPU
+from what it measures (real callers are phones elsewhere); ``--callers-nice 0`` makes them
+compete with the bot on equal terms (at 16 calls they need ~0.8 of a core).
 Late frames: the workers' receive callbacks more than 30 ms apart (their "hangup" stream
 stats), over every frame of the level's calls. CPU: utime+stime over the level's wall
 time from /proc (% of one core); RSS: the peak sampled every 0.5 s. The callers run on the
@@ -130,7 +133,8 @@ def children(pid: int) -> list[int]:
 
 
 def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
-              silence_ms: int, folder: Path, hold_s: int, ramp_s: float) -> dict:
+              silence_ms: int, folder: Path, hold_s: int, ramp_s: float,
+              callers_nice: int = 0) -> dict:
     workers = serve.worker_pids()
     front = serve.front_pid()
     kam = ([front] + children(front)) if front else []
@@ -162,7 +166,7 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
              "--hangup-after", str(hold_s),
              "--silence-ms", str(silence_ms)],
             cwd=_R, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True))
+            text=True, preexec_fn=(lambda: os.nice(callers_nice)) if callers_nice else None))
     outs = [p.communicate(timeout=hold_s + 90)[0] for p in procs]
     wall = time.monotonic() - t0
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -229,7 +233,8 @@ def _pct(xs: list[float], q: int) -> float | None:
 
 
 def bench_engine(engine: str, levels: list[int], workers: int, wav: Path,
-                 silence_ms: int, asr_threads: int = 0, ramp_s: float = 8.0) -> list[dict]:
+                 silence_ms: int, asr_threads: int = 0, ramp_s: float = 8.0,
+                 callers_nice: int = 0) -> list[dict]:
     clip = read_wav(wav)
     clip_last = int(np.nonzero(voiced(clip))[0][-1])
     with tempfile.TemporaryDirectory(prefix=f"sipbench-{engine}-") as tmp:
@@ -267,7 +272,7 @@ drain_timeout_s = 3.0
             uri = f"sip:callbot@127.0.0.1:{front}"
             for n in levels:
                 row = run_level(serve, uri, n, wav, clip_last, silence_ms, folder,
-                                HOLD_S[engine], ramp_s)
+                                HOLD_S[engine], ramp_s, callers_nice)
                 row["engine"] = engine
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -294,6 +299,9 @@ def main() -> int:
     p.add_argument("--ramp-s", type=float, default=8.0,
                    help="the level's calls are placed this many seconds apart in total "
                         "(0: all callers speak at once)")
+    p.add_argument("--callers-nice", type=int, default=10,
+                   help="run the test callers at this nice value, so that they stand for "
+                        "phones on another machine rather than compete with the bot")
     p.add_argument("--asr-threads", type=int, default=0,
                    help="asr.threads per recognizer (default: the configuration's)")
     a = p.parse_args()
@@ -301,10 +309,10 @@ def main() -> int:
     rows = []
     for engine in a.engines.split(","):
         rows += bench_engine(engine, levels, a.workers, a.wav, a.silence_ms, a.asr_threads,
-                             a.ramp_s)
+                             a.ramp_s, a.callers_nice)
     print(f"\nturn latency at the caller, {a.wav.name}, {a.workers} workers behind Kamailio, "
           f"{os.cpu_count()} cores (callers on the same machine), calls placed over "
-          f"{a.ramp_s:g} s, "
+          f"{a.ramp_s:g} s, callers at nice {a.callers_nice}, "
           f"asr.threads={a.asr_threads or 'config'}")
     print(f"{'engine':8} {'calls':>5} {'ok':>4} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
           f"{'asr ms':>6} {'srv ms':>6} {'late>30ms':>9} {'cpu/worker %':>22} {'kam %':>6} "

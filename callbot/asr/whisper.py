@@ -32,6 +32,7 @@ transcript is usually ready. If the caller speaks again the speculative result i
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +45,7 @@ WHISPER_RATE = 16000
 FRAMES_PER_S = 100          # Whisper's mel frames (10 ms hop)
 FULL_WINDOW_S = 30
 PAD_S = 5.0                 # silence after the speech inside the window (see above)
+SPECULATE_WHEN_BUSY_BELOW = 2   # decodes already under way in the process
 MAX_TOKENS = 200            # ~15 s of fast speech; a runaway loop stops here
 # Hallucination guard (Whisper invents "Sous-titrage ST' 501" on noise): a result that the
 # model itself thinks is probably not speech *and* decoded with low confidence is dropped;
@@ -77,6 +79,12 @@ class WhisperEngine:
             if self._whisper.model.is_multilingual else [tok.sot, tok.no_timestamps]
         self._suppress = list(get_suppressed_tokens(tok, [-1]))
         self._pool: ThreadPoolExecutor | None = None
+        self._busy = 0                  # decodes under way in this process
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        return self._busy
 
     def recognizer(self, sample_rate: int = 8000) -> "WhisperRecognizer":
         return WhisperRecognizer(self, check_rate(sample_rate))
@@ -101,10 +109,19 @@ class WhisperEngine:
 
     def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript:
         """Decode one utterance of int16-scale samples; safe to call from several threads."""
-        from faster_whisper.transcribe import get_compression_ratio, get_ctranslate2_storage
-
         if samples.size == 0:
             return Transcript("", 0.0, self.name, True)
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return self._decode(samples, sample_rate)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _decode(self, samples: np.ndarray, sample_rate: int) -> Transcript:
+        from faster_whisper.transcribe import get_compression_ratio, get_ctranslate2_storage
+
         audio = (resample(samples, sample_rate, WHISPER_RATE) / 32768.0).astype(np.float32)
         audio = audio[: FULL_WINDOW_S * WHISPER_RATE]
         features = self._whisper.feature_extractor(audio)       # (mels, frames), no padding
@@ -150,7 +167,9 @@ class WhisperRecognizer:
         return pcm_to_array(data[: len(data) // 2 * 2])
 
     def speculate(self) -> None:
-        if self._spec is None and self._buf:
+        # Under load a speculative decode that the caller's next words make useless is
+        # CPU taken from the decodes callers are waiting for: speculate only when idle.
+        if self._spec is None and self._buf and self.engine.busy < SPECULATE_WHEN_BUSY_BELOW:
             self._spec = self.engine.submit(self._samples(), self.sample_rate)
 
     def drop_speculation(self) -> None:
