@@ -181,7 +181,7 @@ POSITIVE = {
     ("endpointing", "frame_ms"), ("endpointing", "speech_start_ms"),
     ("endpointing", "end_silence_ms"), ("endpointing", "max_utterance_ms"),
     ("endpointing", "quick_end_ms"), ("asr", "whisper_window_s"),
-    ("endpointing", "no_input_ms"), ("asr", "beam_size"), ("asr", "threads"),
+    ("endpointing", "no_input_ms"), ("asr", "beam_size"),
     ("dialogue", "not_understood_limit"), ("dialogue", "no_input_limit"),
     ("dialogue", "siren_attempts"), ("tts", "espeak_rate"), ("tts", "slow_factor"),
     ("transcripts", "retention_days"), ("console", "port"), ("console", "session_minutes"),
@@ -364,6 +364,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
                                   f"{', '.join(sorted(CHOICES[(section, f.name)]))}")
             if (section, f.name) in POSITIVE and value <= 0:
                 raise ConfigError(f"{source}: {section}.{f.name} must be greater than 0")
+            if (section, f.name) == ("asr", "threads") and value < 0:
+                raise ConfigError(f"{source}: asr.threads must be 0 (auto) or more")
             if section == "paths":
                 value = Path(value)
                 value = value if value.is_absolute() else root / value

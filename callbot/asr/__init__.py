@@ -6,6 +6,7 @@ never pay for loading CTranslate2 or Kaldi.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..config import Config
@@ -57,4 +58,5 @@ def load_asr(config: Config, engine: str | None = None) -> AsrEngine:
     from .whisper import WhisperEngine
 
     return WhisperEngine(path, language=config.asr.language, beam_size=config.asr.beam_size,
-                         threads=config.asr.threads, window_s=config.asr.whisper_window_s)
+                         threads=config.asr.threads or (os.cpu_count() or 1),
+                         window_s=config.asr.whisper_window_s)
