@@ -15,7 +15,8 @@ FreeSWITCH's media threads do: then no ordinary process on the machine (a recogn
 another worker, a backup, a burst of test callers) can make a frame late. It needs root or
 CAP_SYS_NICE (systemd: ``AmbientCapabilities=CAP_SYS_NICE``); without it the worker says so
 once and carries on at normal priority. The clock thread only copies 640 bytes per call
-every 20 ms and sleeps in between, so it cannot starve the machine.
+every 20 ms and sleeps in between, so it cannot starve the machine. With such a clock the
+compute threads no longer need to step back (:func:`compute_nice`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,24 @@ def make_this_thread_realtime(priority: int = REALTIME_PRIORITY) -> str:
         return "realtime"
     except (AttributeError, OSError):
         return "normal"
+
+
+def can_realtime(priority: int = REALTIME_PRIORITY) -> bool:
+    """Whether a thread of this process may take SCHED_RR (asked from a throw-away thread)."""
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(make_this_thread_realtime(priority)),
+                         name="rt-probe")
+    t.start()
+    t.join()
+    return out == ["realtime"]
+
+
+def compute_nice(media_priority: str) -> int:
+    """How far compute threads step back. Only to protect a media clock that cannot have
+    real-time priority: when it has it, lowering recognition only hands its CPU to other
+    processes (measured, 16 calls and 16 local callers at equal priority: answer p95
+    855 ms with recognition at nice +5, 530 ms at nice 0, no late frame either way)."""
+    return 0 if media_priority == "realtime" and can_realtime() else COMPUTE_NICE
 
 
 class OnFirstCall:

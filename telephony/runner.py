@@ -25,7 +25,7 @@ from callbot.events import BargeIn, HangUp, Transfer, Turn
 from callbot.session import CallSession, Engines
 
 from .media import SILENCE
-from .priority import lower_this_thread
+from .priority import COMPUTE_NICE, lower_this_thread
 
 FRAME_S = 0.02
 IDLE_S = 0.1          # no frame for this long (no RTP, bridge hiccup): push silence instead
@@ -166,7 +166,9 @@ class CallRunner:
 class RunnerPool:
     """``size`` long-lived threads, each registered with pjlib once, running CallRunners."""
 
-    def __init__(self, size: int, register: Callable[[str], None]) -> None:
+    def __init__(self, size: int, register: Callable[[str], None],
+                 nice: int = COMPUTE_NICE) -> None:
+        self.nice = nice
         self.jobs: "queue.SimpleQueue[CallRunner | None]" = queue.SimpleQueue()
         self.threads = [threading.Thread(target=self._loop, args=(register, i),
                                          name=f"call-runner-{i}", daemon=True)
@@ -179,7 +181,8 @@ class RunnerPool:
 
     def _loop(self, register: Callable[[str], None], i: int) -> None:
         register(f"call-runner-{i}")
-        lower_this_thread()     # recognition and dialogue yield the CPU to the media clock
+        if self.nice:
+            lower_this_thread(self.nice)   # recognition and dialogue yield to the media clock
         while True:
             runner = self.jobs.get()
             if runner is None:

@@ -46,7 +46,7 @@ from callbot.session import Engines
 from . import pjlib
 from .call import BotCall, BridgeCall
 from .media import PortPool
-from .priority import make_this_thread_realtime, run_lowered
+from .priority import COMPUTE_NICE, compute_nice, make_this_thread_realtime, run_lowered
 from .runner import Action, Log, RunnerPool
 from .settings import TelephonySettings, load_settings
 from .transcript import open_worker_store
@@ -106,8 +106,9 @@ class Worker:
                           "workers.media_priority = \"normal\" to silence this")
 
     def __init__(self, settings: TelephonySettings, engines: Engines, port: int,
-                 rtp_port: int, log: Log) -> None:
+                 rtp_port: int, log: Log, compute_nice: int = COMPUTE_NICE) -> None:
         self.settings = settings
+        self.compute_nice = compute_nice
         self.engines = engines
         self.port = port
         self.rtp_port = rtp_port
@@ -143,7 +144,8 @@ class Worker:
             stack.destroy()          # nothing else exists yet: a clean exit, not an abort
             raise
         self.store = open_worker_store(self.settings.core)
-        self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread)
+        self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread,
+                               self.compute_nice)
         self.ports = PortPool(sip.max_calls + 2, on_clock=self._clock_priority)
         self.account = self._account(None)
         for acc in sip.accounts:
@@ -413,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         port = args.port or settings.sip.port
         rtp = args.rtp_port or settings.sip.rtp_port_start
         t0 = time.perf_counter()
+        nice = compute_nice(settings.workers.media_priority)
         engines = run_lowered(lambda: warm_up(Engines.load(settings.core),
-                                              settings.sip.max_calls))
+                                              settings.sip.max_calls), by=nice)
         # A full garbage collection over the ~100k objects of the models and the knowledge
         # base holds the GIL for ~90 ms, stalling every call's clock (measured: 196 ms frame
         # gaps with 4 calls). Those objects live as long as the process: freeze them out of
@@ -422,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         gc.freeze()
         log("engines", load_s=round(time.perf_counter() - t0, 2),
-            asr=getattr(engines.asr, "name", None), tts=engines.tts.name)
-        worker = Worker(settings, engines, port, rtp, log)
+            asr=getattr(engines.asr, "name", None), tts=engines.tts.name, compute_nice=nice)
+        worker = Worker(settings, engines, port, rtp, log, nice)
         worker.start()
     except CallbotError as exc:
         print(f"callbot worker: {exc}", file=sys.stderr)
