@@ -16,10 +16,9 @@ The caller's figure includes both RTP paths, the worker's endpointing silence
 "asr ms" and "srv ms" are the workers' own medians from the transcripts (decode time, and
 final transcript → first answer frame queued).
 
-"callers %" is the CPU the test callers themselves used (they share the 2 cores). They
-run at ``--callers-nice`` 10 by default: a measuring instrument should not take the CPU
-from what it measures (real callers are phones elsewhere); ``--callers-nice 0`` makes them
-compete with the bot on equal terms (at 16 calls they need ~0.8 of a core).
+"callers %" is the CPU the test callers themselves used: they compete with the bot for the
+same cores on equal terms (at 16 calls they need ~0.6-0.8 of a core). ``--callers-nice 10``
+makes them stand for phones elsewhere, taking only what the bot leaves.
 Late frames: the workers' receive callbacks more than 30 ms apart (their "hangup" stream
 stats), over every frame of the level's calls. CPU: utime+stime over the level's wall
 time from /proc (% of one core); RSS: the peak sampled every 0.5 s. The callers run on the
@@ -299,7 +298,7 @@ def main() -> int:
     p.add_argument("--ramp-s", type=float, default=8.0,
                    help="the level's calls are placed this many seconds apart in total "
                         "(0: all callers speak at once)")
-    p.add_argument("--callers-nice", type=int, default=10,
+    p.add_argument("--callers-nice", type=int, default=0,
                    help="run the test callers at this nice value, so that they stand for "
                         "phones on another machine rather than compete with the bot")
     p.add_argument("--asr-threads", type=int, default=0,
