@@ -66,17 +66,17 @@ def corrupt(text: str, rng: random.Random) -> str:
     return " ".join(words) or text
 
 
-def augment(texts: list[str], labels: list[str], copies: int, seed: int = 0
-            ) -> tuple[list[str], list[str]]:
-    """The originals plus ``copies`` noisy variants of each (duplicates removed)."""
+def noisy_copies(texts: list[str], labels: list[str], copies: int, seed: int = 0
+                 ) -> list[tuple[int, str]]:
+    """``copies`` noisy variants of each text, as (index of the original, variant); a
+    variant equal to an original or to another variant of the same intent is left out."""
     rng = random.Random(seed)
-    out_t, out_l = list(texts), list(labels)
     seen = set(zip(texts, labels))
-    for t, lab in zip(texts, labels):
+    out: list[tuple[int, str]] = []
+    for i, (t, lab) in enumerate(zip(texts, labels)):
         for _ in range(copies):
             v = corrupt(t, rng)
             if (v, lab) not in seen:
                 seen.add((v, lab))
-                out_t.append(v)
-                out_l.append(lab)
-    return out_t, out_l
+                out.append((i, v))
+    return out

@@ -62,11 +62,13 @@ def cmd_kb_check(args) -> int:
 
 def render_all(config: Config, kb, tts) -> tuple[int, int]:
     """Pre-render every answer and prompt (normal and slow) so calls need no synthesis."""
+    from .kb import TOPIC_PROMPTS
     from .progress import StderrProgress
 
     texts: list[str] = [i.answer for i in kb.intents.values()]
-    texts += [t for k, t in kb.prompts.items() if k != "confirm"]
-    texts += [kb.prompts["confirm"].format(topic=i.topic) for i in kb.intents.values()]
+    texts += [t for k, t in kb.prompts.items() if k not in TOPIC_PROMPTS]
+    texts += [kb.prompts[k].format(topic=i.topic) for k in TOPIC_PROMPTS if k in kb.prompts
+              for i in kb.intents.values()]
     jobs = [(t, slow) for t in dict.fromkeys(texts) for slow in (False, True)]
     rendered = 0
     bar = StderrProgress(unit="sentences")
@@ -93,7 +95,9 @@ def cmd_train(args) -> int:
                       f"(`callbot kb check`) and train again")
     print(f"Training the intent classifier on {len(kb.phrasings)} phrasings "
           f"({len(kb.intents)} intents + out of scope)...", file=sys.stderr)
-    clf, report = train(kb, folds=args.folds)
+    clf, report = train(kb, folds=args.folds, encoder=config.nlu.encoder or None,
+                        threads=config.asr.threads,
+                        models_dir=config.paths.models)
     path = config.paths.models / config.nlu.model
     clf.save(path)
     th = report.thresholds
@@ -146,6 +150,8 @@ def cmd_simulate(args) -> int:
     from .simulate import caller_turns_from_lines, prepare, simulate, transcript_lines
 
     config = _config(args)
+    if args.scenarios:
+        return _run_scenarios(config, args)
     turns = prepare(args.turns or [])
     interactive = not turns
     engines = Engines.load(config, asr=any(t.kind == "wav" for t in turns) or interactive)
@@ -186,20 +192,40 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _run_scenarios(config: Config, args) -> int:
+    """Play every scenario of a file; 0 when all are handled as expected."""
+    from .scenarios import load_scenarios, run_scenarios
+    from .session import Engines
+
+    scenarios = load_scenarios(args.scenarios)
+    results = run_scenarios(Engines.load(config, asr=False), scenarios)
+    for r in results:
+        if args.json:
+            print(json.dumps(r.to_json(), ensure_ascii=False))
+        else:
+            print(f"{'ok  ' if r.passed else 'FAIL'} {r.scenario.id}"
+                  + "".join(f"\n       {f}" for f in r.failures))
+    passed = sum(r.passed for r in results)
+    print(f"{passed}/{len(results)} calls handled as expected", file=sys.stderr)
+    return 0 if passed == len(results) else 1
+
+
 def cmd_transcribe(args) -> int:
+    """One JSON line per file: its text, and what decoding it cost."""
     from .asr import load_asr
     from .audio import read_wav
+    from .transcribe import transcribe_pcm
 
     config = _config(args)
     for f in args.files:   # check every file before loading a model
         read_wav(f)
-    engine = load_asr(config, args.engine)
+    engine = load_asr(config, args.engine, recordings=True)
+    engine.warm(b"\x00" * 16000)   # first-use costs (threads, buffers) not in the first file
     for f in args.files:
-        pcm = read_wav(f).tobytes()
-        rec = engine.recognizer(8000)
-        rec.accept(pcm)
-        result = rec.finish()
-        print(json.dumps({"file": f, "text": result.text, "engine": engine.name},
+        result = transcribe_pcm(engine, read_wav(f).tobytes(), config.endpointing)
+        print(json.dumps({"file": f, "text": result.text, "engine": engine.name,
+                          "duration_s": round(result.duration_s, 2),
+                          "decode_s": round(result.decode_s, 3), "windows": result.windows},
                          ensure_ascii=False), flush=True)
     return 0
 
@@ -272,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out-audio", metavar="WAV", help="write the bot's audio (8 kHz) here")
     sim.add_argument("--save-transcript", action="store_true",
                      help="keep the call in the transcript store, like a real call")
+    sim.add_argument("--scenarios", metavar="FILE",
+                     help="play every scripted call of FILE (JSON lines: turns, expected "
+                          "intents and outcome) and say which are not handled as expected")
     sim.set_defaults(func=cmd_simulate, turns=None)
 
     tsc = sub.add_parser("transcribe", help="transcribe WAV files, one JSON line each")

@@ -44,6 +44,8 @@ class AsrConfig:
     whisper_model: str
     vosk_model: str
     beam_size: int
+    recordings_beam_size: int
+    prompt: str
     threads: int
     whisper_window_s: float
 
@@ -65,6 +67,7 @@ class EndpointingConfig:
 @dataclass(frozen=True)
 class NluConfig:
     model: str
+    encoder: str
     reject_threshold: float
     confident_threshold: float
     margin: float
@@ -172,6 +175,7 @@ SECTIONS: dict[str, type] = {
 
 CHOICES = {
     ("asr", "engine"): {"auto", "vosk", "whisper"},
+    ("nlu", "encoder"): {"e5-small-q4", ""},
     ("endpointing", "quick_end"): {"understood", "always", "off"},
     ("tts", "engine"): {"auto", "piper", "espeak"},
     ("console", "cookie_secure"): {"auto", "always", "never"},
@@ -181,7 +185,7 @@ POSITIVE = {
     ("endpointing", "frame_ms"), ("endpointing", "speech_start_ms"),
     ("endpointing", "end_silence_ms"), ("endpointing", "max_utterance_ms"),
     ("endpointing", "quick_end_ms"), ("asr", "whisper_window_s"),
-    ("endpointing", "no_input_ms"), ("asr", "beam_size"),
+    ("endpointing", "no_input_ms"), ("asr", "beam_size"), ("asr", "recordings_beam_size"),
     ("dialogue", "not_understood_limit"), ("dialogue", "no_input_limit"),
     ("dialogue", "siren_attempts"), ("tts", "espeak_rate"), ("tts", "slow_factor"),
     ("transcripts", "retention_days"), ("console", "port"), ("console", "session_minutes"),

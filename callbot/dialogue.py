@@ -20,24 +20,19 @@ from typing import Protocol
 
 from .config import DialogueConfig
 from .events import HangUp, Say, Transfer, TransferContext, Turn
-from .intents import CONFIDENT, CONFIRM, REJECT, Understanding
+from .intents import CONFIDENT, CONFIRM, REJECT, Context, Understanding
 from .kb import OUT_OF_SCOPE, KnowledgeBase
 from .numbers import siren_from_digits, spoken_digits
+from .replies import (NO, YES, announces_question, closes, declines_siren, split_reply,
+                      yes_no)
 from .text import normalize
 
 ADVISOR = "parler_conseiller"
-CONTROL_YES, CONTROL_NO = "oui", "non"
-
-# Short answers to a yes/no question are read by rule: a classifier trained on questions
-# is least reliable on one-word replies, and these words are unambiguous in that context.
-YES_WORDS = {"oui", "ouais", "ouai", "yes", "voila", "exactement", "exact", "absolument",
-             "daccord", "d", "accord", "ok", "okay", "bien", "sur", "tout", "a", "fait",
-             "c", "est", "ca", "affirmatif", "effectivement", "oui oui", "parfait", "si"}
-NO_WORDS = {"non", "nan", "pas", "du", "tout", "non non", "negatif", "c", "est", "ca",
-            "merci", "rien", "ce", "n", "absolument", "jamais"}
-FILLERS = {"euh", "ben", "bah", "alors", "heu", "hum", "bon", "eh", "ah", "madame",
-           "monsieur", "merci"}
-NO_SIREN = ("pas", "aucun", "aucune", "sais", "connais", "perdu", "retrouve")
+CONTROL_YES, CONTROL_NO = YES, NO
+THANKS, GOODBYE = "remerciement", "au_revoir"
+CLOSINGS = (THANKS, GOODBYE, CONTROL_NO)     # after "another question?", these end the call
+# Intents about the conversation itself, not a topic a follow-up could lean on.
+CONVERSATION = {"salutation", THANKS, GOODBYE, "repeter", ADVISOR, YES, NO}
 
 
 class State(str, Enum):
@@ -50,24 +45,13 @@ class State(str, Enum):
 
 
 class Classifier(Protocol):
-    def classify(self, text: str) -> Understanding: ...
+    def classify(self, text: str, context: Context | None = None) -> Understanding: ...
 
 
-def yes_no(text: str) -> str | None:
-    """'oui' / 'non' for a short reply made only of yes (or no) words, else None."""
-    words = normalize(text).split()
-    if not words or len(words) > 5:
-        return None
-    content = [w for w in words if w not in FILLERS]
-    if not content:
-        return None
-    if content[0] in ("non", "nan", "negatif") and all(w in NO_WORDS for w in content):
-        return CONTROL_NO
-    if content[0] in ("pas", "jamais") and all(w in NO_WORDS for w in content):
-        return CONTROL_NO
-    if all(w in YES_WORDS for w in content) and not {"pas", "non"} & set(content):
-        return CONTROL_YES
-    return None
+def control(text: str, intent: str) -> Understanding:
+    """A reply read by rule (yes, no, a closing), not by the classifier."""
+    return Understanding(text=text, intent=intent, confidence=1.0,
+                         alternatives=[(intent, 1.0)], decision=CONFIDENT)
 
 
 class Dialogue:
@@ -87,6 +71,8 @@ class Dialogue:
         self.intents: list[str] = []     # understood intents, oldest first
         self.last_utterance: str | None = None
         self.intent_utterance: str | None = None   # what the caller said to reach ``pending``
+        self.topic: str | None = None    # the last request answered, for follow-ups
+        self.topic_request: str | None = None      # what the caller said to reach it
         self.last_said: list[Say] = []   # what "repeat" replays
         self.ending: Transfer | HangUp | None = None
 
@@ -216,13 +202,51 @@ class Dialogue:
         return turn
 
     # --- understanding -------------------------------------------------------------------
+    def _context(self, rejected: str | None = None) -> Context:
+        return Context(previous_intent=self.topic, previous_request=self.topic_request,
+                       rejected=rejected)
+
     def _understand(self, text: str) -> Understanding:
-        if self.state in (State.CONFIRM, State.ANOTHER):
+        """Read ``text`` against what the bot just asked (the state)."""
+        reply = split_reply(text)
+        if self.state is State.CONFIRM:
+            # "votre question porte sur X, c'est bien ça ?"
             yn = yes_no(text)
-            if yn:
-                return Understanding(text=text, intent=yn, confidence=1.0,
-                                     alternatives=[(yn, 1.0)], decision=CONFIDENT)
-        return self.classifier.classify(text)
+            if yn or (reply.head == YES and not reply.correction):
+                return control(text, yn or YES)
+            if reply.head == NO and reply.rest:       # "non, je voulais savoir…"
+                u = self.classifier.classify(reply.rest, self._context(rejected=self.pending))
+                return u if u.decision != REJECT else control(text, NO)
+            return self.classifier.classify(text, self._context())
+        if self.state is State.ANOTHER:
+            # "Avez-vous une autre question ?"
+            yn = yes_no(text)
+            if yn == NO:
+                return control(text, NO)
+            words = normalize(text).split()
+            if closes(text) and not (yn == YES and "merci" not in words):
+                # "ok merci", "c'est bon j'ai ma réponse", "non merci au revoir": the
+                # caller is done ("oui" alone, though, opens a question).
+                return control(text, GOODBYE if "revoir" in words else NO
+                               if reply.head == NO else THANKS if "merci" in words else NO)
+            if yn == YES:
+                return control(text, YES)
+            if reply.head == YES:
+                if announces_question(reply.rest) or not reply.rest:
+                    return control(text, YES)
+                u = self.classifier.classify(reply.rest, self._context())
+                # "oui euh attendez" is a yes; three words or more not understood are a
+                # question to rephrase, not a yes.
+                return u if u.decision != REJECT or len(reply.rest.split()) >= 3 \
+                    else control(text, YES)
+            if reply.head == NO and not reply.correction:
+                u = self.classifier.classify(reply.rest, self._context())
+                if u.decision != REJECT and u.intent not in CLOSINGS + (YES,):
+                    return u                          # "non mais j'aimerais savoir aussi…"
+                return control(text, NO)
+        if reply.correction and reply.rest:
+            return self.classifier.classify(reply.rest, self._context(rejected=self.topic))
+        return self.classifier.classify(text, self._context())
 
     def _route(self, turn: Turn, u: Understanding) -> None:
         if self.state is State.CONFIRM and u.decision != REJECT and u.intent in (CONTROL_YES,
@@ -236,12 +260,22 @@ class Dialogue:
             return
         if u.decision == REJECT or u.intent == OUT_OF_SCOPE:
             self._not_understood(turn)
-        elif u.decision == CONFIRM and u.intent not in (CONTROL_YES, CONTROL_NO, ADVISOR):
+        elif u.decision == CONFIRM and self._costly(u.intent):
             self.pending = u.intent
             self._speak(turn, self.confirm(u.intent))
             self.state = State.CONFIRM
         else:
-            self._act(turn, u.intent)
+            self._act(turn, u.intent, hedged=u.decision == CONFIRM)
+
+    def _costly(self, intent: str) -> bool:
+        """Worth a "did you mean…?" when unsure: what cannot be undone (a transfer with its
+        SIREN capture, hanging up). Any other answer is given at once, introduced by its
+        topic, and a caller who meant something else says so ("non pas ça…"): one wrong
+        answer costs less than a question before every right one."""
+        if intent == GOODBYE:
+            return True
+        return intent in self.kb.intents and self.kb.intents[intent].transfers \
+            and intent != ADVISOR
 
     def _not_understood(self, turn: Turn) -> None:
         self.not_understood += 1
@@ -253,13 +287,16 @@ class Dialogue:
             self._speak(turn, self.prompt("rephrase"))
             self.state = State.QUESTION
 
-    def _act(self, turn: Turn, intent: str) -> None:
-        """Carry out an understood intent."""
+    def _act(self, turn: Turn, intent: str, hedged: bool = False) -> None:
+        """Carry out an understood intent (``hedged``: not quite sure, so the answer starts
+        by naming its topic)."""
         self.not_understood = 0
         self.pending = None
         self.intents.append(intent)
         if self.last_utterance and intent in self.kb.intents and self.kb.intents[intent].transfers:
             self.intent_utterance = self.last_utterance
+        if intent in self.kb.intents and intent not in CONVERSATION:
+            self.topic, self.topic_request = intent, self.last_utterance
         after_question = self.state is State.ANOTHER
         if intent == "repeter":
             replay = [Say(s.text, s.key, slow=True) for s in self.last_said]
@@ -268,8 +305,10 @@ class Dialogue:
             self._speak(turn, self.answer("repeter"), remember=False)
             self._speak(turn, *replay, remember=False)
             return
-        if intent == "au_revoir" or (intent == CONTROL_NO and after_question):
-            self._speak(turn, self.answer("au_revoir"))
+        if intent == GOODBYE or (intent in CLOSINGS and after_question):
+            closing = (self.prompt("goodbye_after_thanks") if intent == THANKS
+                       else self.answer(GOODBYE))
+            self._speak(turn, closing)
             self._end(turn, HangUp("caller_goodbye"))
         elif intent == CONTROL_YES:
             self._speak(turn, self.prompt("listening") if after_question else self.answer("oui"))
@@ -277,8 +316,8 @@ class Dialogue:
         elif intent == CONTROL_NO:
             self._speak(turn, self.answer("non"))
             self.state = State.QUESTION
-        elif intent == "remerciement":
-            self._speak(turn, self.answer("remerciement"))
+        elif intent == THANKS:
+            self._speak(turn, self.answer(THANKS))
             self.state = State.ANOTHER
         elif intent == "salutation":
             self._speak(turn, self.answer("salutation"))
@@ -293,11 +332,21 @@ class Dialogue:
             self.siren_digits = ""
             self.state = State.SIREN
         else:
-            self._speak(turn, self.answer(intent), self.prompt("another_question"))
+            topic = [self.prompt("implicit_confirm", topic=self.kb.intents[intent].topic)
+                     ] if hedged else []
+            self._speak(turn, *topic, self.answer(intent), self.prompt("another_question"))
             self.state = State.ANOTHER
 
     # --- SIREN capture ---------------------------------------------------------------------
     def _hear_siren(self, turn: Turn, text: str) -> None:
+        """ "Dites-moi votre numéro Siren": digits first (a "zéro" is a digit here, not a
+        request for an advisor), then a refusal, then a request for an advisor."""
+        digits = spoken_digits(text)
+        if len(digits) >= 2 or (digits and len(normalize(text).split()) <= 2):
+            # Callers pause between groups: digits add up across utterances until nine.
+            turn.intent, turn.confidence, turn.decision = "siren", None, "capture"
+            self._add_siren_digits(turn, digits)
+            return
         u = self.classifier.classify(text)
         turn.intent, turn.confidence = u.intent, u.confidence
         turn.alternatives, turn.decision = u.alternatives, u.decision
@@ -306,14 +355,8 @@ class Dialogue:
             self._speak(turn, self.prompt("transfer_now"))
             self._transfer(turn, "caller_request", self.pending)
             return
-        digits = spoken_digits(text)
-        if len(digits) >= 2 or (digits and len(normalize(text).split()) <= 2):
-            # Callers pause between groups: digits add up across utterances until nine.
-            turn.intent, turn.confidence, turn.decision = "siren", None, "capture"
-            self._add_siren_digits(turn, digits)
-            return
-        words = set(normalize(text).split())
-        if u.intent == CONTROL_NO or words & set(NO_SIREN):
+        if yes_no(text) == NO or declines_siren(text):
+            turn.intent, turn.decision = NO, CONFIDENT
             self._speak(turn, self.prompt("siren_skip"))
             self._transfer(turn, "personal_case", self.pending)
             return

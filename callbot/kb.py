@@ -27,7 +27,9 @@ REQUIRED_PROMPTS = (
     "greeting", "another_question", "confirm", "rephrase", "rephrase_after_no",
     "not_understood_transfer", "no_input", "no_input_goodbye", "listening",
     "siren_ask", "siren_invalid", "siren_ok", "siren_skip", "transfer_now",
+    "goodbye_after_thanks", "implicit_confirm",
 )
+TOPIC_PROMPTS = ("confirm", "implicit_confirm")   # said with an intent's topic
 _URL = re.compile(r"\b[\w-]+\.(fr|com|org|net|gouv|io|eu)\b|https?://|www\.", re.I)
 
 
@@ -279,8 +281,9 @@ def check_kb(kb: KnowledgeBase) -> list[Issue]:
     for key in REQUIRED_PROMPTS:
         if key not in kb.prompts:
             err(prompts_where, f"missing prompt '{key}'")
-    if "confirm" in kb.prompts and "{topic}" not in kb.prompts["confirm"]:
-        err(prompts_where, "prompt 'confirm' must contain {topic}")
+    for key in TOPIC_PROMPTS:
+        if key in kb.prompts and "{topic}" not in kb.prompts[key]:
+            err(prompts_where, f"prompt '{key}' must contain {{topic}}")
     for key, text in kb.prompts.items():
         if _URL.search(text):
             err(prompts_where, f"prompt '{key}' holds a written web address")

@@ -63,7 +63,7 @@ class FileSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str                    # asr | tts
+    kind: str                    # asr | tts | nlu (the sentence encoder)
     engine: str                  # whisper | vosk | piper | espeak
     language: str
     license: str
@@ -461,6 +461,8 @@ def install(config: Config, from_dir: Path | None = None, test_models: bool = Fa
     # What the configuration will use: missing it is an error, missing anything else a warning.
     needed = {report.asr[1]} | ({s.name for s in specs if s.engine == "espeak"}
                                 if report.tts[0] == "espeak" else {report.tts[1]})
+    if config.nlu.encoder:
+        needed.add(config.nlu.encoder)
     for name, message in unavailable.items():
         (report.errors if name in needed else report.warnings).append(message)
     return report

@@ -82,7 +82,9 @@ def digits_to_words(text: str) -> str:
 _UNIT_VALUE = {w: i for i, w in enumerate(UNITS)}
 _UNIT_VALUE.update({"zero": 0, "une": 1, "z": 0})
 _TENS_VALUE = {"vingt": 20, "vingts": 20, "trente": 30, "quarante": 40, "cinquante": 50,
-               "soixante": 60}
+               "soixante": 60,
+               # Belgian and Swiss callers
+               "septante": 70, "huitante": 80, "octante": 80, "nonante": 90}
 
 
 def _number_at(tokens: list[str], i: int) -> tuple[int | None, int]:

@@ -60,12 +60,57 @@ def test_goodbye_hangs_up(dlg):
     assert isinstance(ending(turn), HangUp)
 
 
-def test_thanks_answers_politely_and_asks_for_more(dlg):
+def test_thanks_after_an_answer_closes_the_call(dlg):
     dlg.hear("où est-ce que je télécharge mon avis de situation")
     turn = dlg.hear("merci beaucoup c'est très clair")
+    assert turn.intent == "remerciement" and keys(turn) == ["prompt:goodbye_after_thanks"]
+    assert isinstance(ending(turn), HangUp) and ending(turn).reason == "caller_goodbye"
+
+
+@pytest.mark.parametrize("closing", ["ok merci", "non ça ira merci", "c'est bon merci au revoir",
+                                     "super merci"])
+def test_polite_closings_after_an_answer_hang_up(dlg, closing):
+    dlg.hear("comment je fais pour fermer mon auto entreprise")
+    turn = dlg.hear(closing)
+    assert isinstance(ending(turn), HangUp), (closing, turn.intent)
+
+
+def test_thanks_before_any_answer_asks_for_the_question(dlg):
+    turn = dlg.hear("merci madame")
     assert turn.intent == "remerciement" and keys(turn) == ["answer:remerciement"]
-    assert dlg.state is State.ANOTHER
-    assert ending(turn) is None
+    assert ending(turn) is None and dlg.state is State.ANOTHER
+
+
+@pytest.mark.parametrize("reply", ["oui j'en ai une autre", "oui une dernière question",
+                                   "oui"])
+def test_yes_with_words_after_another_question_listens(dlg, reply):
+    dlg.hear("comment je fais pour fermer mon auto entreprise")
+    turn = dlg.hear(reply)
+    assert turn.intent == "oui" and keys(turn) == ["prompt:listening"]
+    assert dlg.state is State.QUESTION
+
+
+def test_yes_followed_by_a_question_answers_it(dlg):
+    dlg.hear("c'est quoi la différence entre le siren et le siret")
+    turn = dlg.hear("oui je voudrais savoir comment masquer mes données")
+    assert turn.intent == "statut_diffusion"
+    assert keys(turn)[-2:] == ["answer:statut_diffusion", "prompt:another_question"]
+
+
+def test_follow_up_leans_on_the_previous_answer(dlg):
+    dlg.hear("comment on fait pour obtenir un numéro siren")
+    turn = dlg.hear("et pour une association c'est pareil")
+    assert turn.intent == "siren_association"
+    dlg.hear("oui")
+    dlg.hear("je voudrais fermer ma société")
+    assert dlg.hear("et pour la rouvrir plus tard").intent == "reprise_activite"
+
+
+def test_correction_after_an_answer(dlg):
+    dlg.hear("c'est quoi un code ape")
+    turn = dlg.hear("non pas ça je voulais savoir où je trouve le mien")
+    assert turn.intent == "connaitre_code_ape"
+    assert "answer:connaitre_code_ape" in keys(turn) and ending(turn) is None
 
 
 def test_yes_after_another_question_listens(dlg):
@@ -99,20 +144,41 @@ def test_dtmf_zero_transfers_at_once(dlg):
     assert turn.dtmf == "0" and turn.caller is None
 
 
-def test_medium_confidence_confirms_then_yes_answers(unsure):
+def test_medium_confidence_answers_with_its_topic(unsure):
+    """Unsure of a question the bot answers itself: it names the topic and answers at once
+    (the caller can correct it); no "did you mean…?" before every right answer."""
     turn = unsure.hear("je cherche mon numéro siret je l'ai perdu")
-    assert turn.decision == "confirm" and keys(turn) == ["confirm:retrouver_siren_siret"]
+    assert turn.decision == "confirm"
+    assert keys(turn) == ["prompt:implicit_confirm", "answer:retrouver_siren_siret",
+                          "prompt:another_question"]
+    assert turn.bot_text.startswith("Si votre question porte sur")
+    assert unsure.state is State.ANOTHER
+
+
+USURPATION = "quelqu'un a créé une entreprise à mon nom sans que je sois au courant"
+
+
+def test_medium_confidence_confirms_a_transfer_then_yes_acts(unsure):
+    turn = unsure.hear(USURPATION)
+    assert turn.decision == "confirm" and keys(turn) == ["confirm:usurpation_identite"]
     assert "c'est bien ça" in turn.bot_text.lower()
     assert unsure.state is State.CONFIRM
     turn = unsure.hear("oui c'est ça")
-    assert keys(turn) == ["answer:retrouver_siren_siret", "prompt:another_question"]
+    assert keys(turn) == ["answer:usurpation_identite", "prompt:siren_ask"]
 
 
 def test_medium_confidence_no_asks_to_rephrase(unsure):
-    unsure.hear("je cherche mon numéro siret je l'ai perdu")
+    unsure.hear(USURPATION)
     turn = unsure.hear("non pas du tout")
     assert keys(turn) == ["prompt:rephrase_after_no"] and unsure.state is State.QUESTION
     assert ending(turn) is None
+
+
+def test_no_with_the_right_question_during_confirmation(unsure):
+    unsure.hear(USURPATION)
+    turn = unsure.hear("non je voulais savoir comment masquer mes informations")
+    assert turn.intent == "statut_diffusion" and ending(turn) is None
+    assert "answer:statut_diffusion" in keys(turn)
 
 
 def test_second_misunderstanding_transfers(dlg):
@@ -219,11 +285,28 @@ def test_advisor_during_capture_transfers_at_once(dlg):
     assert t.context.intent == "siren_non_recu"
 
 
-def test_caller_without_siren_is_transferred(dlg):
+@pytest.mark.parametrize("reply", ["je ne l'ai pas", "je l'ai pas sous la main", "aucune idée",
+                                   "non"])
+def test_caller_without_siren_is_transferred(dlg, reply):
     dlg.hear(PERSONAL)
-    turn = dlg.hear("je ne l'ai pas")
+    turn = dlg.hear(reply)
     t = ending(turn)
     assert isinstance(t, Transfer) and t.context.siren is None
+    assert turn.intent == "non" and keys(turn) == ["prompt:siren_skip"]
+
+
+def test_a_spoken_zero_is_a_digit_during_capture(dlg):
+    dlg.hear(PERSONAL)
+    turn = dlg.hear("c'est le cinq cinq deux un zéro zéro cinq cinq quatre")
+    t = ending(turn)
+    assert isinstance(t, Transfer) and t.reason == "personal_case"
+    assert t.context.siren == "552100554"
+
+
+def test_belgian_numbers_during_capture(dlg):
+    dlg.hear(PERSONAL)
+    turn = dlg.hear("neuf cent nonante sept deux cent vingt zéro trente trois")
+    assert ending(turn).context.siren == "997220033"
 
 
 def test_no_input_after_end_does_nothing(dlg):

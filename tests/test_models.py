@@ -53,8 +53,10 @@ def test_manifest(config):
     assert {f.path: f.sha256 for f in specs["whisper-base"].files}["model.bin"] == \
         "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
     assert specs["espeak-ng-fr"].system == "espeak-ng"
+    assert (specs["e5-small-q4"].kind, specs["e5-small-q4"].license) == ("nlu", "MIT")
+    assert not specs["e5-small-q4"].test_only         # installed by default: train needs it
     for s in specs.values():
-        assert s.license and s.kind in ("asr", "tts")
+        assert s.license and s.kind in ("asr", "tts", "nlu")
         assert all(len(f.sha256) == 64 for f in s.files)
 
 

@@ -48,14 +48,24 @@ def test_spoken_goodbye_hangs_up():
     assert out["outcome"] == "hung_up" and out["transfer"] is None
 
 
-def test_spoken_thanks_then_script_runs_out(tmp_path):
+def test_spoken_thanks_after_an_answer_closes_the_call(tmp_path):
     audio = tmp_path / "reply.wav"
     out = simulate_json("--text", "comment je fais pour fermer mon auto entreprise",
                         "--wav", THANKS, "--out-audio", str(audio))
-    callers = [t["caller"] for t in out["turns"]]
     assert out["turns"][2]["intent"] == "remerciement"
+    assert out["turns"][2]["events"][-1] == {"type": "hangup", "reason": "caller_goodbye"}
+    assert out["outcome"] == "hung_up" and len(out["turns"]) == 3
+    with wave.open(str(audio)) as w:
+        assert w.getframerate() == 8000 and w.getnchannels() == 1
+
+
+def test_script_runs_out_then_silence_ends_the_call(tmp_path):
+    audio = tmp_path / "reply.wav"
+    out = simulate_json("--text", "comment je fais pour fermer mon auto entreprise",
+                        "--out-audio", str(audio))
+    callers = [t["caller"] for t in out["turns"]]
     # then silence: prompted once, then goodbye
-    assert callers[3:] == [None, None]
+    assert callers[2:] == [None, None]
     assert out["turns"][-1]["events"][-1] == {"type": "hangup", "reason": "no_input"}
     assert out["outcome"] == "hung_up"
     with wave.open(str(audio)) as w:

@@ -66,7 +66,7 @@ class Retrainer:
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._info[0] != stamp:
             try:
-                clf = IntentClassifier.load(self.model_path)
+                clf = IntentClassifier.load(self.model_path, self.config.paths.models)
                 info = {"kb_digest": clf.kb_digest, **clf.report}
             except Exception:
                 info = {}
@@ -105,6 +105,8 @@ class Retrainer:
         if m:
             s.progress = max(0.03, (int(m.group(1)) - 1) / (folds + 1))
             s.step = f"cross-validation, fold {m.group(1)} of {m.group(2)}"
+        elif "embedding" in line:
+            s.step = "reading the phrasings' meaning (embeddings)"
         elif "final model" in line:
             s.progress = folds / (folds + 1)
             s.step = "fitting the final model"
@@ -116,7 +118,7 @@ class Retrainer:
         s = self.status
         try:
             try:
-                old = IntentClassifier.load(self.model_path)
+                old = IntentClassifier.load(self.model_path, self.config.paths.models)
                 s.before = old.report.get("cv_accuracy")
                 s.n_before = old.report.get("n_phrasings")
             except Exception:
@@ -126,10 +128,13 @@ class Retrainer:
             if errors:
                 raise RuntimeError(f"the knowledge base has {len(errors)} error(s), first: "
                                    f"{errors[0]}")
-            clf, report = train(kb, folds=self.config.console.retrain_folds, log=self._progress)
+            clf, report = train(kb, folds=self.config.console.retrain_folds, log=self._progress,
+                                encoder=self.config.nlu.encoder or None,
+                                threads=self.config.asr.threads,
+                                models_dir=self.config.paths.models)
             s.step = "saving the model"
             clf.save(self.model_path)
-            IntentClassifier.load(self.model_path)     # readable before we say it is done
+            IntentClassifier.load(self.model_path, self.config.paths.models)     # readable before we say it is done
             s.after, s.n_after = report.cv_accuracy, report.n_phrasings
             s.progress, s.step, s.state = 1.0, "done", DONE
             log.info("console: classifier retrained by %s: accuracy %.3f -> %.3f", s.by,
