@@ -42,8 +42,11 @@ def resolve_asr(config: Config, engine: str | None = None) -> tuple[str, str]:
     raise ValueError(f"unknown ASR engine {engine!r} (auto, vosk or whisper)")
 
 
-def load_asr(config: Config, engine: str | None = None) -> AsrEngine:
-    """Load the ASR engine once per process; raises ModelMissing with the fix when absent."""
+def load_asr(config: Config, engine: str | None = None, recordings: bool = False) -> AsrEngine:
+    """Load the ASR engine once per process; raises ModelMissing with the fix when absent.
+
+    ``recordings``: for files (``callbot transcribe``), decoded as accurately as the
+    configuration allows (``asr.recordings_beam_size``), since nobody waits on a line."""
     name, model = resolve_asr(config, engine)
     path = config.paths.models / model
     if name == "vosk":
@@ -57,6 +60,8 @@ def load_asr(config: Config, engine: str | None = None) -> AsrEngine:
         raise ModelMissing(f"Whisper model {model} is not installed in {path}: {INSTALL_HINT}")
     from .whisper import WhisperEngine
 
-    return WhisperEngine(path, language=config.asr.language, beam_size=config.asr.beam_size,
+    beam = config.asr.recordings_beam_size if recordings else config.asr.beam_size
+    return WhisperEngine(path, language=config.asr.language, beam_size=beam,
+                         prompt=config.asr.prompt,
                          threads=config.asr.threads or (os.cpu_count() or 1),
                          window_s=config.asr.whisper_window_s)

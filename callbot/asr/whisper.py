@@ -8,11 +8,12 @@ The encoder window. Whisper was trained on 30 s windows and faster-whisper pads 
 to 30 s, so a one-second "au revoir" costs as much encoder time as 30 s of speech. A phone
 utterance is short (``endpointing.max_utterance_ms`` = 15 s at most), and CTranslate2
 accepts shorter inputs, so the utterance is padded to ``window_s`` seconds only (at least
-its own length plus 5 s of padding, at most 30). Measured on 80 real French prompts
-(asterisk-core-sounds-fr, 8 kHz): WER 37.6 % with a 10 s window against 36.5 % with 30 s,
-for a decode 3x faster (p50 0.28 s against 0.92 s on 2 cores); windows shorter than the
-speech plus ~5 s of padding degrade fast (1 s of padding: 64 %). ``window_s = 30`` is the
-original behaviour.
+its own length plus 5 s of padding, at most 30). The padding is the log-mel of silence, as
+in Whisper's training (faster-whisper pads its features with zeros, which the model reads
+as a sound). Measured on 120 real French prompts (asterisk-core-sounds-fr, 8 kHz, greedy,
+``bench/asr_eval.py``'s sample): 10 s window WER 16.6 %, the full 30 s window 16.6 %, for a
+decode p50 of 0.49 s against 1.81 s on 2 cores; 8 s: 16.9 %; 10 s padded with zeros: 17.0 %.
+``window_s = 30`` is the original behaviour.
 
 The decoder is called directly (prompt = start of transcript, language, no timestamps)
 rather than through ``WhisperModel.transcribe``: that one mutates the shared feature
@@ -45,8 +46,11 @@ WHISPER_RATE = 16000
 FRAMES_PER_S = 100          # Whisper's mel frames (10 ms hop)
 FULL_WINDOW_S = 30
 PAD_S = 5.0                 # silence after the speech inside the window (see above)
+SILENCE_BELOW_MAX = 2.0     # log10 floor of 8 below the peak, scaled by 1/4
 SPECULATE_WHEN_BUSY_BELOW = 2   # decodes already under way in the process
-MAX_TOKENS = 200            # ~15 s of fast speech; a runaway loop stops here
+# Tokens allowed per decode: French runs at about 5 tokens per second of fast speech; a
+# runaway repetition loop stops here (and the compression-ratio check drops it).
+TOKENS_PER_S, MAX_TOKENS = 12, 448
 # Hallucination guard (Whisper invents "Sous-titrage ST' 501" on noise): a result that the
 # model itself thinks is probably not speech *and* decoded with low confidence is dropped;
 # so is a repetition loop (gzip compression ratio above Whisper's own 2.4 threshold).
@@ -61,7 +65,7 @@ class WhisperEngine:
     name = "whisper"
 
     def __init__(self, model_dir: Path, language: str = "fr", beam_size: int = 1,
-                 threads: int = 2, window_s: float = 10.0) -> None:
+                 threads: int = 2, window_s: float = 10.0, prompt: str = "") -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -77,6 +81,8 @@ class WhisperEngine:
         self._tokenizer = tok
         self._prompt = [tok.sot, tok.language, tok.transcribe, tok.no_timestamps] \
             if self._whisper.model.is_multilingual else [tok.sot, tok.no_timestamps]
+        if prompt.strip():   # words to expect, as previous text (Whisper's initial prompt)
+            self._prompt = [tok.sot_prev] + tok.encode(" " + prompt.strip()) + self._prompt
         self._suppress = list(get_suppressed_tokens(tok, [-1]))
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0                  # decodes under way in this process
@@ -128,12 +134,16 @@ class WhisperEngine:
         n = features.shape[-1]
         target = self.window_frames(n)
         if n < target:
-            features = np.pad(features, ((0, 0), (0, target - n)))
+            # Pad with the log-mel of silence (Whisper's normalisation maps digital silence
+            # to the utterance's maximum minus 2), not with 0, which the model reads as noise.
+            features = np.pad(features, ((0, 0), (0, target - n)),
+                              constant_values=float(features.max()) - SILENCE_BELOW_MAX)
         features = np.ascontiguousarray(features[:, :target][None], dtype=np.float32)
         model = self._whisper.model
         encoded = model.encode(get_ctranslate2_storage(features), to_cpu=False)
         result = model.generate(
-            encoded, [self._prompt], beam_size=self.beam_size, max_length=MAX_TOKENS,
+            encoded, [self._prompt], beam_size=self.beam_size,
+            max_length=min(MAX_TOKENS, 32 + int(TOKENS_PER_S * audio.size / WHISPER_RATE)),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppress)[0]
         tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
