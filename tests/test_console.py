@@ -38,7 +38,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
-LOST = "ma boîte a bougé de ville il faut vous prévenir"        # rejected by the classifier
+LOST = "on est partis de la rue du port"                         # rejected by the classifier
 PAUME = "j'ai paumé le numéro à neuf chiffres de ma société"     # understood, barely
 CALLS = [
     ("c-resolved", [("say", "comment je trouve mon code ape"), ("say", "au revoir")]),
@@ -292,8 +292,9 @@ def test_dashboard_figures(site):
     assert s["calls"] == len(CALLS) == s["closed"]
     contained = [cid for cid, call in calls.items() if call["outcome"] == "resolved"
                  or (call["outcome"] == "caller_hangup" and call["answers"] > 0)]
-    assert sorted(contained) == ["c-hangup", "c-resolved"]
-    assert s["containment_rate"] == pytest.approx(2 / len(CALLS))
+    # c-paume: understood barely, answered with its topic named, then the caller hung up
+    assert sorted(contained) == ["c-hangup", "c-paume", "c-resolved"]
+    assert s["containment_rate"] == pytest.approx(3 / len(CALLS))
     assert s["outcomes"] == {"resolved": 1, "transferred": 3, "caller_hangup": 2,
                              "no_input": 1, "error": 0}
     assert sorted(map(tuple, s["transfers"])) == [("caller_request", 1),
@@ -310,7 +311,7 @@ def test_dashboard_figures(site):
     assert json.loads(c.get("/api/stats?days=90").text)["calls"] == len(CALLS) + 1
     page = c.get("/?days=7").text
     assert page.count("<svg") >= 5
-    assert f'id="kpi-containment">{100 * 2 / len(CALLS):.1f} %' in page
+    assert f'id="kpi-containment">{100 * 3 / len(CALLS):.1f} %' in page
 
 
 def test_calls_filters_paging_and_call_page(site):
