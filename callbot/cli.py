@@ -321,7 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
                  f"reinstall with `make setup`")
             continue
         register(sub)
+    _config_everywhere(p)
     return p
+
+
+def _config_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` after any command too (``callbot serve --config FILE``), as readers
+    of a command's documentation write it; before the command it works as well."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--config" in a.option_strings for a in child._actions):
+                    child.add_argument("--config", default=argparse.SUPPRESS,
+                                       help="TOML configuration (same as before the command)")
+                _config_everywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ to bridging the caller to the queue from here.
 
 from __future__ import annotations
 
+import collections
 import queue
 import time
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 TAIL_S = 0.3    # after the last frame is pulled, let it cross the jitter buffer before BYE
 HOLD_GAP_S = 1.5   # longest silence a caller hears while a transfer is pending
+REASONS = {403: "Forbidden", 486: "Busy Here"}
 
 
 def _audio_media(call: pj.Call) -> list[pj.AudioMedia]:
@@ -69,7 +71,7 @@ class BotCall(pj.Call):
         self.sip_call_id = ""
         self.account = account          # a bridged transfer leaves through the same account
         # new → answered → talking → hangup | transferring → (transferred | fallback |
-        # bridging) → hangup_sent → gone; refused INVITEs go straight to gone.
+        # bridging → bridged) → hangup_sent → gone; refused INVITEs go straight to gone.
         self.phase = "new"
         self.refused = False
         self.inbox: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
@@ -85,6 +87,12 @@ class BotCall(pj.Call):
         self.opened = time.monotonic()
         self.stats: dict = {}
         self.stats_at = 0.0
+        self.bridged_at = 0.0
+        self.confirmed = False            # the caller's ACK came
+        self.media_seen = False           # ...and at least one RTP packet
+        self.dtmf_times: "collections.deque[float]" = collections.deque()
+        self.dtmf_count = 0
+        self.flood_logged = False
         self.recorder = None            # callbot.transcripts.CallRecorder once talking
         self.error = ""                 # why the call broke, for its transcript
 
@@ -96,6 +104,7 @@ class BotCall(pj.Call):
             return
         self.sip_call_id = self.sip_call_id or info.callIdString
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.refused:
+            self.confirmed = True
             self.worker.log("answered", call=self.sip_call_id, key=self.key, source=self.source)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if not self.hung_up_by:
@@ -112,10 +121,29 @@ class BotCall(pj.Call):
             self._connect(media)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        if not self._dtmf_allowed():
+            return
         method = {0: "rfc2833", 1: "sip_info"}.get(prm.method, str(prm.method))
         self.worker.log("dtmf", call=self.sip_call_id, digit=prm.digit, method=method)
         if self.runner is not None and self.phase == "talking":
             self.runner.dtmf(prm.digit)
+
+    def _dtmf_allowed(self) -> bool:
+        """A person types a few keys a second and a SIREN is 9 to 14 keys; beyond
+        ``sip.dtmf_per_s`` per second or ``sip.dtmf_per_call`` in all, keys are a flood:
+        ignored (each one would be a turn, log lines and a transcript write)."""
+        sip = self.worker.settings.sip
+        now = time.monotonic()
+        while self.dtmf_times and now - self.dtmf_times[0] > 1.0:
+            self.dtmf_times.popleft()
+        self.dtmf_count += 1
+        if len(self.dtmf_times) >= sip.dtmf_per_s or self.dtmf_count > sip.dtmf_per_call:
+            if self.dtmf_count == sip.dtmf_per_call + 1 or not self.flood_logged:
+                self.flood_logged = True
+                self.worker.log("dtmf_flood", call=self.sip_call_id, keys=self.dtmf_count)
+            return False
+        self.dtmf_times.append(now)
+        return True
 
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         self.worker.log("transfer_status", call=self.sip_call_id, code=prm.statusCode,
@@ -143,6 +171,7 @@ class BotCall(pj.Call):
             self.phase = "gone"
             self.hung_up_by = "bot"
             prm = _op(code, [("Retry-After", "5")] if code == 503 else None)
+            reason = reason or REASONS.get(code, "")
             if reason:
                 prm.reason = reason
             self.hangup(prm)
@@ -155,12 +184,15 @@ class BotCall(pj.Call):
             self.ending(action.payload)
         elif action.kind == "said" and self.phase == "fallback":
             self.hangup_at = time.monotonic() + TAIL_S
-        elif action.kind in ("too_long", "failed"):
-            if action.kind == "failed":
-                self.error = f"runner: {action.payload}"
-            self.worker.log("hangup_forced", call=self.sip_call_id, why=action.kind,
-                            detail=action.payload)
-            self.hangup_now()
+        elif action.kind == "failed":
+            self.error = f"runner: {action.payload}"
+            self.force_hangup("failed", action.payload)
+
+    def force_hangup(self, why: str, detail: object = None) -> None:
+        """End the call now for a reason of the SIP side (logged, kept in the transcript)."""
+        self.worker.log("hangup_forced", call=self.sip_call_id, why=why, detail=detail)
+        self.error = self.error or ("" if why == "max_duration" else why)
+        self.hangup_now()
 
     def ending(self, event: HangUp | Transfer | None) -> None:
         """The session played its last words: hang up, or transfer."""
@@ -232,11 +264,13 @@ class BotCall(pj.Call):
             for theirs in media:
                 mine.startTransmit(theirs)
                 theirs.startTransmit(mine)
+        self.phase = "bridged"
+        self.bridged_at = time.monotonic()
         self.worker.log("bridged", call=self.sip_call_id)
         self.record_transfer("bridged")
 
     def bridge_down(self, answered: bool) -> None:
-        if self.phase != "bridging":
+        if self.phase not in ("bridging", "bridged"):
             return
         self.bridge = None
         if answered:
@@ -245,10 +279,28 @@ class BotCall(pj.Call):
             self.fallback()
 
     def tick(self, now: float) -> None:
+        """The call's clock, on the main loop whatever its media: a call that never gets
+        audio, or lasts too long, is ended here (a slot is never held by a silent INVITE)."""
+        sip = self.worker.settings.sip
+        if not self.media_seen and now - self.opened >= sip.media_timeout_s:
+            # no audio stream (a=sendonly, a=inactive), no ACK, or no RTP packet at all
+            self.force_hangup("no_media", f"no audio within {sip.media_timeout_s:g} s "
+                                          f"(sendonly, inactive, unanswered or no RTP)")
+            return
+        if self.phase == "bridged":
+            limit = self.worker.settings.transfer.bridge_max_s
+            if limit and now - self.bridged_at >= limit:
+                self.force_hangup("bridge_max_duration")
+                return
+        elif self.phase not in ("hangup_sent", "gone") and now - self.opened >= sip.max_call_s:
+            self.force_hangup("max_duration")
+            return
         self._no_dead_air(now)
         if self.phase == "talking" and now >= self.stats_at:
-            self.stats_at = now + 1.0
+            self.stats_at = now + (1.0 if self.media_seen else 0.25)
             self.stats = stream_stats(self) or self.stats
+            self.media_seen = self.media_seen or (self.confirmed
+                                                  and self.stats.get("rtp_rx", 0) > 0)
         if self.hangup_at is not None and now >= self.hangup_at:
             self.hangup_at = None
             self.hangup_now()
@@ -312,7 +364,7 @@ class BotCall(pj.Call):
             from_uri = ""
         self.recorder = new_recorder(w.store, self.sip_call_id, from_uri, w.port)
         self.runner = CallRunner(self.key, w.engines, self.sip_call_id, self.inbox, w.post,
-                                 w.log, w.settings.sip.max_call_s, self.recorder)
+                                 w.log, self.recorder)
         if self.recorder is not None:
             w.log("transcript", call=self.sip_call_id, id=self.recorder.info.call_id,
                   caller=self.recorder.info.caller_number)
@@ -327,7 +379,7 @@ class BotCall(pj.Call):
         w.pool.submit(self.runner)
 
     def _connect(self, media: list[pj.AudioMedia]) -> None:
-        if self.phase == "bridging" and self.bridge is not None:
+        if self.phase in ("bridging", "bridged") and self.bridge is not None:
             self.media = media
             return
         new = [m for m in media if m.getPortId() not in {x.getPortId() for x in self.media}]

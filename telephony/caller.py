@@ -299,7 +299,7 @@ class CallerCall(pj.Call):
             self.state = "confirmed"
             self.answered = True
             self.confirmed_at = time.monotonic()
-            d.emit("answered", leg=self.leg, remote=info.remoteUri)
+            d.emit("answered", leg=self.leg, remote=info.remoteUri, call=info.callIdString)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.state = "disconnected"
             self.hung_up_by = self.hung_up_by or ("bot" if self.leg == "bot" else "remote")

@@ -29,7 +29,8 @@ def cmd_call(args) -> int:
                          timeout_s=args.timeout, silence_ms=args.silence_ms, bind=args.bind,
                          refuse_transfer=args.refuse_transfer, dtmf_method=args.dtmf_method,
                          hangup_after_turns_s=args.hangup_after,
-                         transfer_hold_s=args.transfer_hold, log_level=args.log_level)
+                         transfer_hold_s=args.transfer_hold, log_level=args.log_level,
+                         codecs=tuple(c.strip() for c in args.codecs.split(",") if c.strip()))
     return run(opts)
 
 
@@ -73,6 +74,8 @@ def register(sub) -> None:
     call.add_argument("--transfer-hold", type=float, default=2.0, metavar="S",
                       help="stay S seconds on a call the bot transferred us to (default 2)")
     call.add_argument("--log-level", type=int, default=0, help="pjsip log level on stderr")
+    call.add_argument("--codecs", default="PCMA,PCMU,G722", metavar="LIST",
+                      help="codecs offered, best first (default PCMA,PCMU,G722)")
     call.set_defaults(func=cmd_call, turns=None)
 
     worker = sub.add_parser("worker", help="run one SIP worker process")

@@ -9,12 +9,20 @@ What it does:
 * OPTIONS to Kamailio itself: 200 (health probe of the front).
 * New INVITE: record-route (in-dialog requests, BYE and the bot's REFER follow the call),
   then a worker chosen round-robin among those that answer the dispatcher's OPTIONS probes.
-* A worker answering 486 (full), 503, or nothing within the branch timer: the next worker.
+  The INVITE is stamped with ``X-Callbot-Front: <secret>`` (any such header from outside is
+  removed first): workers refuse INVITEs without it, so nothing reaches a worker around the
+  front's limits, even from the same machine.
+* A worker answering 486 (full), 503, or nothing within the branch timer: the next worker;
+  but a worker's "503 Setup Rate" is passed back as it is (a burst of set-ups is refused,
+  not spread over every worker).
 * No worker left: 503 with Retry-After, so the caller's side tries again later.
-* Bursts of call setups are capped per source address (pike), because fast call churn is
-  what brings a pjsua2 worker down.
-* Trunk mode: a new INVITE from outside ``sip.allowed_sources`` gets 403 here, since the
-  workers behind the front only ever see the front's address.
+* Call set-ups are limited twice, from the capacity behind the front: per source address
+  (pike) and for the whole front (pipelimit), both at the workers' total set-up rate; fast
+  call churn is what brings a pjsua2 worker down.
+* In-dialog requests (DTMF by SIP INFO, re-INVITEs…) are limited per call (Call-ID) to
+  ``in_dialog_per_s``; ACK, BYE and CANCEL always pass. TCP connections are bounded and
+  idle ones closed.
+* Trunk mode: a new INVITE from outside ``sip.allowed_sources`` gets 403 here.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODULES_DIR = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+FRONT_HEADER = "X-Callbot-Front"   # the front's stamp on the INVITEs it passes to workers
 
 
 @dataclass(frozen=True)
@@ -34,10 +43,14 @@ class DispatcherPlan:
     transports: tuple[str, ...]       # "udp", "tcp"
     workers: tuple[str, ...]          # worker URIs, e.g. "sip:127.0.0.1:5070"
     allowed_sources: tuple[str, ...] = ()   # trunk mode: networks allowed to call (CIDR)
+    secret: str = ""                  # stamped on INVITEs; workers refuse those without it
+    setups_per_s: int = 30            # call set-ups per second, per source and in all
+    in_dialog_per_s: int = 20         # in-dialog requests per second and per call
     probe_interval_s: int = 2         # OPTIONS probing of workers
     branch_timeout_ms: int = 2000     # no reply from a worker by then: try the next one
     retry_after_s: int = 5            # Retry-After of the 503 when every worker is full
-    setups_per_2s: int = 60           # INVITE bursts above this per source are refused
+    tcp_max_connections: int = 512    # TCP connections the front keeps open at most
+    tcp_idle_s: int = 60              # an idle TCP connection is closed after this long
     modules_dir: str = MODULES_DIR
 
 
@@ -59,6 +72,13 @@ def _allowed_check(plan: DispatcherPlan) -> str:
 """
 
 
+def _stamp(plan: DispatcherPlan) -> str:
+    if not plan.secret:
+        return ""
+    return f"""    append_hf("{FRONT_HEADER}: {plan.secret}\\r\\n");
+"""
+
+
 def kamailio_cfg(plan: DispatcherPlan, list_file: Path) -> str:
     """The kamailio.cfg text for ``plan``, reading workers from ``list_file``."""
     listens = "\n".join(f"listen={t}:{plan.listen}:{plan.port}" for t in plan.transports)
@@ -73,6 +93,10 @@ log_stderror=yes
 log_facility=LOG_LOCAL0
 children=2
 disable_tcp={"no" if tcp == "yes" else "yes"}
+tcp_max_connections={plan.tcp_max_connections}
+tcp_connection_lifetime={plan.tcp_idle_s}
+tcp_accept_no_cl=no
+tcp_connect_timeout=5
 auto_aliases=no
 {listens}
 alias="{plan.listen}:{plan.port}"
@@ -91,6 +115,8 @@ loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "pike.so"
+loadmodule "pipelimit.so"
+loadmodule "htable.so"
 loadmodule "dispatcher.so"
 loadmodule "ipops.so"
 
@@ -98,9 +124,11 @@ modparam("tm", "fr_timer", {plan.branch_timeout_ms})
 modparam("tm", "fr_inv_timer", 120000)
 modparam("rr", "enable_full_lr", 1)
 modparam("rr", "append_fromtag", 1)
-modparam("pike", "sampling_time_unit", 2)
-modparam("pike", "reqs_density_per_unit", {plan.setups_per_2s})
+modparam("pike", "sampling_time_unit", 1)
+modparam("pike", "reqs_density_per_unit", {plan.setups_per_s})
 modparam("pike", "remove_latency", 4)
+modparam("pipelimit", "timer_interval", 1)
+modparam("htable", "htable", "indialog=>size=10;autoexpire=5;initval=0;")
 modparam("dispatcher", "list_file", "{list_file}")
 modparam("dispatcher", "flags", 2)
 modparam("dispatcher", "xavp_dst", "_dsdst_")
@@ -108,7 +136,7 @@ modparam("dispatcher", "ds_ping_interval", {plan.probe_interval_s})
 modparam("dispatcher", "ds_ping_method", "OPTIONS")
 modparam("dispatcher", "ds_ping_from", "sip:dispatcher@{plan.listen}")
 modparam("dispatcher", "ds_probing_mode", 1)
-modparam("dispatcher", "ds_probing_threshold", 1)
+modparam("dispatcher", "ds_probing_threshold", 2)
 modparam("dispatcher", "ds_inactive_threshold", 1)
 modparam("dispatcher", "ds_ping_reply_codes", "class=2")
 
@@ -125,7 +153,18 @@ request_route {{
         sl_send_reply("200", "OK");
         exit;
     }}
+    remove_hf("{FRONT_HEADER}");
     if (has_totag()) {{
+        if (!is_method("ACK|BYE|CANCEL")) {{
+            $var(n) = $shtinc(indialog=>$ci::$Ts);
+            if ($var(n) > {plan.in_dialog_per_s}) {{
+                if ($var(n) == {plan.in_dialog_per_s} + 1) {{
+                    xlog("L_WARN", "in-dialog flood on $ci from $si: limited\\n");
+                }}
+                sl_send_reply("503", "Too Many Requests");
+                exit;
+            }}
+        }}
         if (loose_route()) {{
             route(RELAY);
         }}
@@ -152,9 +191,15 @@ request_route {{
         sl_send_reply("503", "Too Many Call Setups");
         exit;
     }}
+    if (!pl_check("setups", "TAILDROP", "{plan.setups_per_s}")) {{
+        xlog("L_WARN", "call set-up rate over {plan.setups_per_s}/s: INVITE from $si refused\\n");
+        append_to_reply("Retry-After: {plan.retry_after_s}\\r\\n");
+        sl_send_reply("503", "Too Many Call Setups");
+        exit;
+    }}
     t_check_trans();
     record_route();
-    if (!ds_select_dst("1", "4")) {{
+{_stamp(plan)}    if (!ds_select_dst("1", "4")) {{
         route(FULL);
     }}
     t_on_failure("NEXT_WORKER");
@@ -177,6 +222,9 @@ route[FULL] {{
 
 failure_route[NEXT_WORKER] {{
     if (t_is_canceled()) {{
+        exit;
+    }}
+    if (t_check_status("503") && $T_reply_reason =~ "Setup Rate") {{
         exit;
     }}
     if (t_check_status("486|503|408|480") || (t_branch_timeout() && !t_branch_replied())) {{

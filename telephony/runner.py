@@ -35,7 +35,7 @@ IDLE_S = 0.1          # no frame for this long (no RTP, bridge hiccup): push sil
 class Action:
     """A request from a runner to the main loop."""
 
-    kind: str          # "ended" | "said" | "too_long" | "failed"
+    kind: str          # "ended" | "said" | "failed"
     key: int           # the worker's key of the call
     payload: Any = None
 
@@ -63,7 +63,7 @@ class CallRunner:
 
     def __init__(self, key: int, engines: Engines, call_id: str,
                  inbox: "queue.SimpleQueue[bytes]", post: Callable[[Action], None], log: Log,
-                 max_call_s: float, recorder: Any = None) -> None:
+                 recorder: Any = None) -> None:
         self.key = key
         # recorder: a callbot.transcripts.CallRecorder (or None); it sees every session
         # event after the JSON log, and the caller/bot audio when [recording] is on.
@@ -75,7 +75,6 @@ class CallRunner:
         self.inbox = inbox
         self.post = post
         self.log = log
-        self.max_call_s = max_call_s
         self.commands: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
         self.stop = threading.Event()
         self.done = threading.Event()
@@ -144,9 +143,6 @@ class CallRunner:
             if saying and not session.playback.playing:
                 saying = False
                 self.post(Action("said", self.key))
-            if time.monotonic() - self.started_at > self.max_call_s:
-                self.post(Action("too_long", self.key))
-                self.max_call_s = float("inf")
 
     def _commands(self) -> bool:
         """Run pending commands; True when one queued speech of its own."""

@@ -69,6 +69,9 @@ class SipSettings:
     max_calls: int
     max_setups_per_s: int
     max_call_s: int
+    media_timeout_s: float
+    dtmf_per_s: int
+    dtmf_per_call: int
     user: str
     allowed_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     codecs: tuple[str, ...]
@@ -90,6 +93,7 @@ class TransferSettings:
     refer_timeout_s: float
     on_failure: str
     bridge_timeout_s: float
+    bridge_max_s: float
     fallback_text: str
     hold_text: str
 
@@ -97,6 +101,8 @@ class TransferSettings:
 @dataclass(frozen=True)
 class WorkersSettings:
     count: int
+    bind: str
+    front_secret: str = field(repr=False)
     base_sip_port: int
     base_rtp_port: int
     drain_timeout_s: float
@@ -121,6 +127,16 @@ class TelephonySettings:
     transfer: TransferSettings
     workers: WorkersSettings
 
+    @property
+    def inbound_calls(self) -> int:
+        """Incoming calls a worker takes. pjsua is given sip.max_calls + 1 call slots for the
+        outgoing leg of a bridged transfer, but this build caps it at 4: with on_failure =
+        "bridge" and 4 calls, one is kept for that leg (else a full worker could never
+        bridge, and every failed transfer would fall back)."""
+        if self.transfer.on_failure == "bridge" and self.sip.max_calls >= WHEEL_MAX_CALLS:
+            return WHEEL_MAX_CALLS - 1
+        return self.sip.max_calls
+
     def rtp_port_for(self, index: int) -> int:
         return self.workers.base_rtp_port + index * self.sip.rtp_port_range
 
@@ -135,8 +151,9 @@ class TelephonySettings:
         return {"sip": sip,
                 "transfer": {k: getattr(self.transfer, k)
                              for k in self.transfer.__dataclass_fields__},
-                "workers": {k: getattr(self.workers, k)
-                            for k in self.workers.__dataclass_fields__}}
+                "workers": {k: ("***" if k == "front_secret" and v else v)
+                            for k in self.workers.__dataclass_fields__
+                            for v in [getattr(self.workers, k)]}}
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -303,6 +320,9 @@ def _sip(t: dict[str, Any], d: dict[str, Any], where: str) -> SipSettings:
         rtp_port_start=rtp_start, rtp_port_range=rtp_range, max_calls=max_calls,
         max_setups_per_s=_int(t, s, "max_setups_per_s", where, 1),
         max_call_s=_int(t, s, "max_call_s", where, 10),
+        media_timeout_s=_float(t, s, "media_timeout_s", where),
+        dtmf_per_s=_int(t, s, "dtmf_per_s", where, 1),
+        dtmf_per_call=_int(t, s, "dtmf_per_call", where, 1),
         user=user, allowed_sources=tuple(nets), codecs=tuple(codecs),
         log_level=_int(t, s, "log_level", where, 0, 6), accounts=accounts)
 
@@ -346,14 +366,21 @@ def _transfer(t: dict[str, Any], d: dict[str, Any], where: str) -> TransferSetti
         refer_timeout_s=_float(t, s, "refer_timeout_s", where),
         on_failure=on_failure,
         bridge_timeout_s=_float(t, s, "bridge_timeout_s", where),
+        bridge_max_s=_float(t, s, "bridge_max_s", where, lo=-1e-9),
         fallback_text=_str(t, s, "fallback_text", where, empty=False),
         hold_text=_str(t, s, "hold_text", where, empty=False))
 
 
 def _workers(t: dict[str, Any], d: dict[str, Any], where: str) -> WorkersSettings:
     s = "workers"
+    secret = _str(t, s, "front_secret", where)
+    if secret and not re.fullmatch(r"[A-Za-z0-9._\-]{16,128}", secret):
+        raise ConfigError(f"{where}: workers.front_secret must be 16 to 128 letters, digits or "
+                          f"._- (or empty for a random one at every start)")
     return WorkersSettings(
         count=_int(t, s, "count", where, 1, 256),
+        bind=_address(_str(t, s, "bind", where, empty=False), "workers.bind", where),
+        front_secret=secret,
         base_sip_port=_int(t, s, "base_sip_port", where, 1, 65535),
         base_rtp_port=_int(t, s, "base_rtp_port", where, 1024, 65534),
         drain_timeout_s=_float(t, s, "drain_timeout_s", where, lo=-1e-9),

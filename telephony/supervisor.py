@@ -1,18 +1,23 @@
 """Run ``workers.count`` worker processes and keep them alive: ``callbot serve``.
 
 One pjsua2 process carries at most 4 calls (the wheel's PJSUA_MAX_CALLS), so capacity comes
-from processes behind a dispatcher. With more than one worker, Kamailio holds the public
-``sip.port`` (:mod:`telephony.front`, configuration from :mod:`telephony.dispatcher`
-written into ``paths.data/sip`` and checked with ``kamailio -c`` before anything starts);
-worker i listens on ``workers.base_sip_port + i`` with RTP from ``workers.base_rtp_port +
-i * sip.rtp_port_range``. With one worker there is no proxy: it listens on ``sip.port``.
-The supervisor
+from processes behind a dispatcher. Kamailio holds the public ``sip.port``
+(:mod:`telephony.front`, configuration from :mod:`telephony.dispatcher` written into
+``paths.data/sip`` and checked with ``kamailio -c`` before anything starts), even for one
+worker, so that every call meets the same limits; worker i listens on ``workers.bind:
+workers.base_sip_port + i`` with RTP from ``workers.base_rtp_port + i * sip.rtp_port_range``
+and refuses INVITEs that do not carry the front's secret. The supervisor
 
+- stops what a killed supervisor left behind (``serve.json``) and refuses a public port
+  held by another process, naming it; its children die with it (:mod:`telephony.lifecycle`);
+- starts the front once every worker has loaded its models (calls meet ready workers), and
+  says so once (``serve_ready``, with the start-up time);
 - restarts a worker that exits (crash, or a planned recycle after
-  ``workers.recycle_after_calls``), with a back-off that doubles up to 30 s;
-- probes each ready worker with OPTIONS every ``workers.health_interval_s`` and kills
-  (then restarts) one that misses 3 probes in a row: a wedged process answers nothing;
-- restarts Kamailio if it exits (same back-off);
+  ``workers.recycle_after_calls``), with a back-off that doubles up to 30 s and resets only
+  after the worker has been ready for a minute;
+- probes each ready worker, and the front, with OPTIONS every ``workers.health_interval_s``
+  and kills (then restarts) one that misses 3 probes in a row: a wedged process answers
+  nothing;
 - forwards every worker's JSON events to its stdout with ``"worker": i`` added;
 - runs the transcripts' retention (``callbot.transcripts.purge``) at start and every 24 h;
 - on SIGTERM, passes it on (the workers drain), waits ``drain_timeout_s`` + 10 s, kills
@@ -27,22 +32,25 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from callbot.errors import CallbotError
 
-from . import probe
+from . import lifecycle, probe
 from .front import Front
 from .settings import TelephonySettings, load_settings
 
 MAX_BACKOFF_S = 30.0
-HEALTHY_AFTER_S = 60.0     # a worker up this long gets its back-off reset
+HEALTHY_AFTER_S = 60.0     # a worker ready this long gets its back-off reset
+READY_WAIT_S = 300.0       # the front opens by then even if some workers are not ready
 MISSES_BEFORE_KILL = 3
 PURGE_EVERY_S = 24 * 3600.0
 
@@ -57,6 +65,7 @@ class Slot:
     proc: subprocess.Popen | None = None
     started: float = 0.0
     ready: bool = False
+    ready_at: float = 0.0
     restarts: int = 0
     backoff_s: float = 1.0
     next_start: float = 0.0
@@ -73,13 +82,13 @@ class Supervisor:
         self.out = out or sys.stdout
         self.lock = threading.Lock()
         w = settings.workers
-        if w.count == 1:    # no proxy for one worker: it holds the public port itself
-            self.slots = [Slot(0, settings.sip.port, settings.rtp_port_for(0))]
-            self.front: Front | None = None
-        else:
-            self.slots = [Slot(i, w.base_sip_port + i, settings.rtp_port_for(i))
-                          for i in range(w.count)]
-            self.front = Front(settings, self.emit)
+        self.slots = [Slot(i, w.base_sip_port + i, settings.rtp_port_for(i))
+                      for i in range(w.count)]
+        self.secret = w.front_secret or secrets.token_hex(16)
+        self.pids = lifecycle.PidFile(Path(settings.core.paths.data) / "sip" / "serve.json")
+        self.front = Front(settings, self.emit, self.secret, self.pids)
+        self.t0 = time.monotonic()
+        self.announced = False
         self.stopping = False
         self.force = False
         self.next_purge = 0.0
@@ -106,7 +115,7 @@ class Supervisor:
                 record = {"event": "worker_output", "line": line.rstrip()}
             record["worker"] = slot.index
             if record.get("event") == "ready":
-                slot.ready = True
+                slot.ready, slot.ready_at = True, time.monotonic()
             self._write(record)
 
     # --- processes --------------------------------------------------------------------------
@@ -118,12 +127,14 @@ class Supervisor:
         return cmd
 
     def worker_env(self) -> dict[str, str]:
-        """Behind the Kamailio front, a worker takes calls from the front only: the callers'
-        allow-list (sip.allowed_sources) is enforced by the front, which they all pass."""
+        """The front's secret (a worker refuses INVITEs without it), and its share of the
+        cores."""
         env = dict(os.environ)
-        if self.settings.workers.count > 1:
-            bind = self.settings.sip.bind
-            env["CALLBOT_SIP_ALLOWED_SOURCES"] = f"{bind}/128" if ":" in bind else f"{bind}/32"
+        env["CALLBOT_WORKERS_FRONT_SECRET"] = self.secret
+        # glibc gives every thread that allocates its own heap arena; decodes on the call
+        # threads then leave one arena each of freed-but-kept memory (measured: RSS still
+        # growing after minutes of calls). Two arenas serve a worker's threads as fast.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         if self.settings.core.asr.threads == 0:
             # auto: the cores shared out; 4 workers x 2 threads on 2 cores measured decodes
             # 10x slower under load than one decode alone (threads waiting on each other).
@@ -134,7 +145,8 @@ class Supervisor:
     def spawn(self, slot: Slot) -> None:
         slot.proc = subprocess.Popen(self.command(slot), stdout=subprocess.PIPE, text=True,
                                      env=self.worker_env(),
-                                     start_new_session=True)   # our Ctrl-C is not theirs
+                                     preexec_fn=lifecycle.die_with_parent())
+        self.pids.add(f"worker-{slot.index}", slot.proc.pid, "telephony.worker")
         slot.started = time.monotonic()
         slot.ready = False
         slot.misses = 0
@@ -156,7 +168,7 @@ class Supervisor:
             if slot.reader is not None:
                 slot.reader.join(2)
             uptime = now - slot.started
-            if uptime >= HEALTHY_AFTER_S:
+            if slot.ready and now - slot.ready_at >= HEALTHY_AFTER_S:
                 slot.backoff_s = 1.0
             self.emit("worker_exited", worker=slot.index, pid=proc.pid, code=code,
                       uptime_s=round(uptime, 1), restart_in_s=slot.backoff_s)
@@ -167,8 +179,8 @@ class Supervisor:
             return
         if slot.ready and now >= slot.next_probe and not self.stopping:
             slot.next_probe = now + self.settings.workers.health_interval_s
-            status = probe.options(self.settings.sip.bind, slot.port,
-                                   bind=self.settings.sip.bind, timeout=2.0)
+            bind = self.settings.workers.bind
+            status = probe.options(bind, slot.port, bind=bind, timeout=2.0)
             slot.misses = 0 if status == 200 else slot.misses + 1
             if slot.misses >= MISSES_BEFORE_KILL:
                 self.emit("worker_unhealthy", worker=slot.index, pid=proc.pid,
@@ -190,12 +202,11 @@ class Supervisor:
         threading.Thread(target=run, name="purge", daemon=True).start()
 
     def run(self) -> int:
-        if self.front is not None:
-            self.front.prepare()          # refuse to start on a front Kamailio rejects
+        for what in self.pids.claim():
+            self.emit("stale_stopped", process=what)
+        self.front.prepare()          # refuse to start on a front Kamailio rejects
         for slot in self.slots:
             self.spawn(slot)
-        if self.front is not None:
-            self.front.spawn()
         while not self.stopping:
             now = time.monotonic()
             if now >= self.next_purge:
@@ -203,10 +214,23 @@ class Supervisor:
                 self.purge()
             for slot in self.slots:
                 self.check(slot, now)
-            if self.front is not None:
-                self.front.check(now, self.stopping)
+            self._open_front(now)
             time.sleep(0.2)
         return self.shutdown()
+
+    def _open_front(self, now: float) -> None:
+        """The front once every worker is ready (then kept alive); said once."""
+        ready = sum(s.ready for s in self.slots)
+        if self.front.proc is None and not self.announced:
+            if ready < len(self.slots) and now - self.t0 < READY_WAIT_S:
+                return
+            self.front.spawn()
+        self.front.check(now, self.stopping)
+        if not self.announced:
+            self.announced = True
+            capacity = len(self.slots) * self.settings.inbound_calls
+            self.emit("serve_ready", workers=ready, of=len(self.slots), calls=capacity,
+                      port=self.settings.sip.port, start_s=round(now - self.t0, 1))
 
     def shutdown(self) -> int:
         self.emit("stopping", workers=sum(s.proc is not None for s in self.slots))
@@ -234,7 +258,8 @@ class Supervisor:
                 if slot.reader is not None:
                     slot.reader.join(2)
         # Last: draining calls sent their BYEs (record-routed) through the front.
-        front = self.front.stop() if self.front is not None else None
+        front = self.front.stop()
+        self.pids.release()
         self.emit("stopped", codes={s.index: (s.proc.returncode if s.proc else None)
                                     for s in self.slots}, front=front)
         return 0
@@ -257,8 +282,8 @@ def main(config_path: str | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         return sup.run()
-    except CallbotError as exc:
+    except (CallbotError, RuntimeError) as exc:
         print(f"callbot serve: {exc}", file=sys.stderr)
         sup.stopping = True
         sup.shutdown()
-        return exc.exit_code
+        return getattr(exc, "exit_code", 2)

@@ -98,6 +98,38 @@ class WorkerProcess:
         return terminate(self.proc, self.stderr, timeout)
 
 
+def serve_config(folder: Path, workers: int = 2, extra: str = "", **sections: dict) -> Path:
+    """Write ``folder/callbot.toml`` for ``callbot serve`` on free ports: the front on
+    ``sip.port``, ``workers`` workers behind it, data in ``folder/data``. ``sections`` add or
+    override keys (``sip={"media_timeout_s": 2}``); ``extra`` is appended as is."""
+    front = free_port()
+    base = free_port_block(workers)
+    rtp = 20000 + (os.getpid() * 7 + base) % 300 * 150
+    tables: dict[str, dict] = {
+        "paths": {"data": str(folder / "data")},
+        "sip": {"port": front, "rtp_port_range": 40},
+        "workers": {"count": workers, "base_sip_port": base, "base_rtp_port": rtp,
+                    "health_interval_s": 1.0, "drain_timeout_s": 3.0},
+    }
+    for name, values in sections.items():
+        tables.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines.append("")
+    path = folder / "callbot.toml"
+    path.write_text("\n".join(lines) + extra)
+    return path
+
+
+def serve_port(config_path: Path) -> int:
+    """The public SIP port (the front's) of a configuration written by serve_config."""
+    import tomllib
+
+    return int(tomllib.loads(config_path.read_text())["sip"]["port"])
+
+
 class ServeProcess:
     """``callbot serve`` as a subprocess (supervisor, workers, Kamailio), its events kept.
 
@@ -106,11 +138,28 @@ class ServeProcess:
 
     def __init__(self, config_path: Path, log_dir: Path) -> None:
         self.events: list[dict] = []
-        self.stderr = open(log_dir / "serve.err", "w")
+        self.port = serve_port(config_path)
+        self.stderr = open(log_dir / "serve.err", "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callbot", "--config", str(config_path), "serve"],
+            [sys.executable, "-m", "callbot", "serve", "--config", str(config_path)],
             cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"sip:callbot@127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 180.0) -> dict:
+        """``serve_ready``: every worker loaded, the front open and answering OPTIONS, the
+        dispatcher's first probe round done (every worker marked up)."""
+        from . import probe
+
+        ev = self.wait_for(lambda e: e["event"] == "serve_ready", timeout)[0]
+        end = time.monotonic() + 10
+        while probe.options("127.0.0.1", self.port) != 200 and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(2.5)
+        return ev
 
     def _read(self) -> None:
         for line in self.proc.stdout:

@@ -5,10 +5,15 @@ several workers share a host). The process owns one main loop that polls pjsua
 (``libHandleEvents``), runs the actions the call runners post, and fires the calls' timers;
 every pjsua call happens on that loop. Admission, in the order a caller meets it:
 
-1. a source outside ``sip.allowed_sources`` → 403;
-2. draining for a shutdown → 503 (Retry-After);
-3. ``sip.max_calls`` calls already up → 486;
-4. more than ``sip.max_setups_per_s`` calls answered in the last second → 503 (Retry-After).
+1. not from the front → 403: behind ``callbot serve`` an INVITE must carry the front's
+   secret (``workers.front_secret``), so nothing skips the front's limits; the registrars
+   of ``[[sip.accounts]]`` may call directly. A worker run alone checks the source against
+   ``sip.allowed_sources`` instead;
+2. draining for a shutdown → 503 "Draining" (Retry-After; the front tries another worker);
+3. the worker full → 486 (``sip.max_calls``, one less with ``transfer.on_failure =
+   "bridge"``, which keeps a slot for the bridged leg);
+4. more than ``sip.max_setups_per_s`` calls answered in the last second → 503 "Setup Rate"
+   (Retry-After; the front passes it back rather than spreading the burst).
 
 pjsua has already opened the call's RTP sockets when it hands us an INVITE (the pjsua2
 account-selection hook cannot refuse: measured, a -1 account index is ignored), so this
@@ -32,9 +37,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import collections
 import gc
+import hmac
 import queue
 import resource
 import signal
+import socket
 import sys
 import time
 
@@ -45,11 +52,38 @@ from callbot.session import Engines
 
 from . import pjlib
 from .call import BotCall, BridgeCall
+from .dispatcher import FRONT_HEADER
 from .media import PortPool
 from .priority import COMPUTE_NICE, compute_nice, make_this_thread_realtime, run_lowered
 from .runner import Action, Log, RunnerPool
 from .settings import TelephonySettings, load_settings
 from .transcript import open_worker_store
+
+def front_stamp(message: str) -> str | None:
+    """The value of the front's header in a SIP message, or None."""
+    head = message.split("\r\n\r\n", 1)[0]
+    for line in head.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == FRONT_HEADER.lower():
+            return value.strip()
+    return None
+
+
+def registrar_addresses(accounts) -> frozenset[str]:
+    """Addresses of the registrars we register with: they send us their INVITEs directly
+    (not through the front). Resolved once at start; a name that does not resolve is the
+    registration's error to report, not ours."""
+    out = set()
+    for acc in accounts:
+        host = acc.registrar.split(":", 1)[1].split(";")[0].split("@")[-1]
+        host = host[1:].split("]")[0] if host.startswith("[") else host.split(":")[0]
+        try:
+            for info in socket.getaddrinfo(host, None):
+                out.add(info[4][0])
+        except OSError:
+            pass
+    return frozenset(out)
+
 
 def source_host(address: str) -> str:
     """'127.0.0.1:5060' → '127.0.0.1'; '[::1]:5060' → '::1'."""
@@ -79,12 +113,15 @@ class Account(pj.Account):
 
 
 def registration_error(code: int) -> str | None:
-    """What an integrator should do about a failed registration (None when it worked)."""
-    if 200 <= code < 300 or code in (100, 401, 407):   # 401/407: the challenge, answered next
+    """What an integrator should do about a failed registration (None when it worked).
+
+    pjsua answers the registrar's digest challenge by itself; a 401/407 reported here is the
+    registrar refusing the credentials we answered with."""
+    if 200 <= code < 300 or code == 100:
         return None
-    if code == 403:
-        return ("the registrar refused the credentials (403): check user, password and "
-                "domain of [[sip.accounts]]")
+    if code in (401, 407, 403):
+        return (f"the registrar refused the credentials ({code}): check user, password, "
+                f"realm and domain of [[sip.accounts]]")
     if code in (408, 503) or code == 0:
         return (f"the registrar did not answer ({code}): check sip.accounts.registrar, "
                 f"the network and the firewall; pjsua retries on its own")
@@ -128,6 +165,8 @@ class Worker:
         self.accounts: list[Account] = []
         self.pool: RunnerPool | None = None
         self.store = None                 # the process's transcript store (opened in start)
+        self.secret = settings.workers.front_secret
+        self.registrars = registrar_addresses(settings.sip.accounts)
 
     # --- setup -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -198,22 +237,21 @@ class Worker:
             call.sip_call_id = call.getInfo().callIdString
         except pj.Error:
             pass
-        sip = self.settings.sip
-        if not sip.allows(host):
-            code, why = 403, "source_not_allowed"
+        if not self.admitted(host, prm.rdata.wholeMsg):
+            code, why, reason = 403, "not_from_front" if self.secret else "source_not_allowed", ""
         elif self.draining:
-            code, why = 503, "draining"
-        elif len(self.calls) >= sip.max_calls:
-            code, why = 486, "busy"
+            code, why, reason = 503, "draining", "Draining"
+        elif len(self.calls) >= self.settings.inbound_calls:
+            code, why, reason = 486, "busy", ""
         elif not self.setup_rate_ok():
-            code, why = 503, "setup_rate"
+            code, why, reason = 503, "setup_rate", "Setup Rate"
         else:
-            code, why = 200, ""
+            code, why, reason = 200, "", ""
         if code != 200:
             self.log("rejected", code=code, why=why, source=source, call=call.sip_call_id)
             self.graveyard.append(call)
             try:
-                call.answer_with(code)
+                call.answer_with(code, reason)
             except pj.Error as exc:
                 self.log("error", where="reject", error=exc.info(False).strip())
             return
@@ -225,6 +263,16 @@ class Worker:
         except pj.Error as exc:
             self.log("error", where="answer", call=call.sip_call_id,
                      error=exc.info(False).strip())
+
+    def admitted(self, host: str, message: str) -> bool:
+        """From the front (its secret in the INVITE), from a registrar of ours, or, for a
+        worker run alone, from ``sip.allowed_sources``."""
+        if host in self.registrars:
+            return True
+        if not self.secret:
+            return self.settings.sip.allows(host)
+        stamp = front_stamp(message)
+        return stamp is not None and hmac.compare_digest(stamp, self.secret)
 
     # --- called by calls ---------------------------------------------------------------------
     def post(self, action: Action) -> None:
@@ -381,19 +429,27 @@ class Worker:
 
 
 def warm_up(engines: Engines, calls: int = 1) -> Engines:
-    """Recognition and classification once before the first call: the first inference
-    allocates and starts threads, and doing that during a call delayed the media clock
-    (measured: 3-5 frames lost at the caller on the first call of a fresh worker). A
+    """Recognition, classification and speech once before the first call: the first
+    inference allocates and starts threads, and doing that during a call delayed the media
+    clock (measured: 3-5 frames lost at the caller on the first call of a fresh worker). A
     streaming recognizer also builds decoder caches as it hears speech (Vosk: 2-3x faster
-    once warm), so one recognizer per possible call hears the bot's own French prompts."""
+    once warm), so one recognizer per possible call hears the bot's own French prompts,
+    as long as the longest utterance a caller may say (Whisper's buffers then have their
+    final size). Every answer and prompt is read into memory, and the knowledge base's own
+    phrasings go through the classifier (the sentence encoder's pages are mapped in): a
+    soak measured the first callers' answers 30-50 % slower and the worker's memory still
+    growing for 3 minutes without this."""
+    longest = engines.config.endpointing.max_utterance_ms * 16     # bytes at 8 kHz
     if engines.asr is not None:
         speech = b""
-        for name in ("greeting", "rephrase", "no_input", "siren_ask"):
-            text = engines.kb.prompts.get(name)
-            if text and len(speech) < 8 * 16000:    # ~8 s of speech at 8 kHz
+        for text in engines.kb.prompts.values():
+            if len(speech) < longest and "{" not in text:
                 speech += engines.tts.get(text)
-        engines.asr.warm(speech, calls)
-    engines.classifier.classify("bonjour je voudrais mon numéro siren")
+        engines.asr.warm(speech[:longest], calls)
+    for intent in engines.kb.intents.values():
+        engines.tts.get(intent.answer)
+    for p in engines.kb.phrasings[::40]:
+        engines.classifier.classify(p.text)
     return engines
 
 

@@ -328,6 +328,86 @@ def test_refused_transfer_falls_back_to_the_opening_hours(worker, tmp_path, spee
     assert found >= 0.8, f"fallback text not heard: {found:.0%} of it"
 
 
+def _queue(scenario: str, port: int, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["sipp", "-sf", str(Path(__file__).parent / "sipp" / scenario), "-i", "127.0.0.1",
+         "-p", str(port), "-m", "1", "-timeout", "60s", "-nostdin"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _fallback_heard(record: Path, speech) -> float:
+    from callbot.audio import read_wav
+    from telephony.settings import load_settings
+
+    text = load_settings(env={}).transfer.fallback_text
+    return found_fraction(read_wav(record), alaw_round_trip(speech.get(text)))
+
+
+@pytest.mark.parametrize("scenario, why", [
+    ("busy_queue.xml", "486"),          # the queue refused: a failure NOTIFY from the phone
+    ("ringing_queue.xml", "timeout"),   # the queue never answers: no final NOTIFY in time
+])
+def test_failed_transfer_ends_in_the_spoken_fallback(worker, queue_port, tmp_path, speech,
+                                                     scenario, why):
+    queue = _queue(scenario, queue_port, tmp_path)
+    record = tmp_path / "fallback.wav"
+    try:
+        time.sleep(0.5)
+        rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--dtmf", "0",
+                                "--record", str(record), "--timeout", "70")
+        assert rc == 0, events
+        refer = first(events, "transfer_request")
+        assert refer["accepted"] is True                  # the phone tried the queue
+        first(events, "hangup", leg="bot", by="bot")
+        call_id = refer["headers"]["X-Callbot-Call-Id"]
+        failed = worker.wait_for(lambda e: e["event"] == "transfer_failed"
+                                 and e.get("call") == call_id)
+        assert why in failed["why"] and failed["next"] == "fallback"
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    found = _fallback_heard(record, speech)
+    assert found >= 0.8, f"fallback text not heard: {found:.0%} of it"
+
+
+def test_g722_call(worker):
+    rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--codecs", "G722",
+                            "--wav", str(GOODBYE_WAV), "--timeout", "40")
+    assert rc == 0, events
+    assert first(events, "media", leg="bot")["codec"].startswith("G722")
+    first(events, "hangup", leg="bot", by="bot")
+    call = first(events, "answered")["call"]
+    turn = worker.wait_for(lambda e: e["event"] == "turn" and e.get("call") == call
+                           and e.get("caller"))
+    assert turn["intent"] == "au_revoir"
+
+
+@pytest.mark.parametrize("other_port", [False, True])
+def test_sipp_caller_speaks_over_rtp(worker, tmp_path, other_port):
+    """Real speech as RTP from another SIP stack; with ``other_port`` the RTP comes from
+    another port than its SDP announced (a NAT): the bot still hears it and answers."""
+    wav = tmp_path / "speech_alaw.wav"            # the name speech_caller.xml plays
+    subprocess.run(["sox", str(GOODBYE_WAV), "-r", "8000", "-c", "1", "-e", "a-law", "-b", "8",
+                    str(wav)], check=True)
+    media = free_port("udp")
+    announced = free_port("udp") if other_port else media
+    r = subprocess.run(
+        ["sipp", "-sf", str(Path(__file__).parent / "sipp" / "speech_caller.xml"),
+         "-set", "adv_port", str(announced),
+         "-s", "callbot", f"127.0.0.1:{worker.port}", "-i", "127.0.0.1",
+         "-p", str(free_port("udp")), "-mi", "127.0.0.1", "-mp", str(media), "-m", "1",
+         "-timeout", "50s", "-nostdin", "-trace_msg", "-message_file",
+         str(tmp_path / "sipp.log")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, (tmp_path / "sipp.log").read_text(errors="replace")[-2000:]
+    call_id = re.search(r"Call-ID: *(\S+)", (tmp_path / "sipp.log").read_text()).group(1)
+    turn = worker.wait_for(lambda e: e["event"] == "turn" and e.get("call") == call_id
+                           and e.get("caller"))
+    assert turn["intent"] == "au_revoir", turn
+    hangup = worker.wait_for(lambda e: e["event"] == "hangup" and e.get("call") == call_id)
+    assert hangup["by"] == "bot"
+
+
 def test_worker_stops_cleanly_on_sigterm(worker):
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0

@@ -47,18 +47,29 @@ def _pids_alive(pids: list[int]) -> list[int]:
     return alive
 
 
-def test_one_worker_needs_no_front():
-    """workers.count = 1: the worker holds sip.port itself, no Kamailio."""
+def test_every_worker_sits_behind_the_front():
+    """Even one worker: the front holds sip.port and its limits; workers listen on
+    workers.bind (loopback) with limits derived from what they can take."""
     from telephony.settings import load_settings
     from telephony.supervisor import Supervisor
 
-    s = load_settings(env={"CALLBOT_WORKERS_COUNT": "1", "CALLBOT_SIP_PORT": "5999"})
+    s = load_settings(env={"CALLBOT_WORKERS_COUNT": "1", "CALLBOT_SIP_PORT": "5999",
+                           "CALLBOT_SIP_BIND": "10.1.2.3"})
     sup = Supervisor(s, None)
-    assert sup.front is None and [x.port for x in sup.slots] == [5999]
-    s = load_settings(env={})
+    assert sup.front.plan.port == 5999 and sup.front.plan.listen == "10.1.2.3"
+    assert [x.port for x in sup.slots] == [5070]
+    assert sup.front.plan.workers == ("sip:127.0.0.1:5070",)
+    assert sup.front.plan.setups_per_s == s.sip.max_setups_per_s
+    assert len(sup.front.plan.secret) == 32 and sup.worker_env()[
+        "CALLBOT_WORKERS_FRONT_SECRET"] == sup.front.plan.secret
+    s = load_settings(env={"CALLBOT_WORKERS_COUNT": "3", "CALLBOT_SIP_MAX_SETUPS_PER_S": "4"})
     sup = Supervisor(s, None)
-    assert sup.front is not None and sup.front.plan.port == 5060        # the default
-    assert sup.front.plan.workers == ("sip:127.0.0.1:5070", "sip:127.0.0.1:5071")
+    assert sup.front.plan.port == 5060        # the default
+    assert sup.front.plan.workers == ("sip:127.0.0.1:5070", "sip:127.0.0.1:5071",
+                                      "sip:127.0.0.1:5072")
+    assert sup.front.plan.setups_per_s == 12
+    s = load_settings(env={"CALLBOT_TRANSFER_ON_FAILURE": "bridge"})
+    assert s.inbound_calls == s.sip.max_calls - 1        # a slot kept for the bridged leg
 
 
 def test_caller_number_from_the_from_uri():

@@ -66,6 +66,12 @@ drain_timeout_s = 3.0
         wait_for(lambda e: e["event"] == "ready" and e.get("worker") == 0)
         assert probe.options("127.0.0.1", base) == 200
         assert probe.options("127.0.0.1", base + 1) == 200
+        # the front opens once every worker is ready, and says so once
+        ready = wait_for(lambda e: e["event"] == "serve_ready")
+        assert len(ready) == 1 and ready[0]["workers"] == 2 and ready[0]["calls"] == 8
+        end = time.monotonic() + 10
+        while probe.options("127.0.0.1", front) != 200 and time.monotonic() < end:
+            time.sleep(0.2)
         assert probe.options("127.0.0.1", front) == 200      # Kamailio holds sip.port
         assert (tmp_path / "data/sip/kamailio.cfg").is_file()
 
@@ -118,3 +124,96 @@ def _free(port: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+GOODBYE = "/usr/share/asterisk/sounds/fr/vm-goodbye.wav"
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    from telephony.lifecycle import group_alive
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not group_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_killed_serve_takes_its_front_and_workers_with_it(tmp_path):
+    """SIGKILL of `callbot serve` (OOM, crash): Kamailio and the workers stop too, the public
+    port is free, and a new `callbot serve` answers the next call."""
+    from telephony.testing import ServeProcess, serve_config
+
+    cfg = serve_config(tmp_path, workers=1)
+    first_serve = ServeProcess(cfg, tmp_path)
+    first_serve.wait_ready()
+    front, worker = first_serve.front_pid(), first_serve.worker_pids()[0]
+    os.kill(first_serve.proc.pid, signal.SIGKILL)
+    first_serve.proc.wait(10)
+    assert _gone(front, 15), "Kamailio outlived its supervisor"
+    assert _gone(worker, 40), "the worker outlived its supervisor"
+    again = ServeProcess(cfg, tmp_path)
+    try:
+        again.wait_ready()
+        rc, events = run_caller(again.uri, "--wav", GOODBYE, "--timeout", "40")
+        assert rc == 0, events
+        first(events, "hangup", leg="bot", by="bot")
+    finally:
+        assert again.stop() == 0
+
+
+def test_leftovers_of_a_dead_supervisor_are_stopped_at_start(tmp_path):
+    """A front that outlived its supervisor (recorded in serve.json) is stopped by the next
+    `callbot serve`, which then holds the port itself."""
+    from telephony import dispatcher
+    from telephony.front import plan_for
+    from telephony.settings import load_settings
+    from telephony.testing import ServeProcess, serve_config
+
+    cfg = serve_config(tmp_path, workers=1)
+    settings = load_settings(str(cfg), env={})
+    folder = tmp_path / "data" / "sip"
+    conf = dispatcher.write_config(plan_for(settings, "x" * 32), folder)
+    stale = subprocess.Popen(dispatcher.command(conf, folder), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (folder / "serve.json").write_text(json.dumps(
+        {"supervisor": dead.pid, "children": {"front": [stale.pid, "kamailio"]}}))
+    end = time.monotonic() + 10
+    while probe.options("127.0.0.1", settings.sip.port) != 200 and time.monotonic() < end:
+        time.sleep(0.2)                   # the stale front holds the public port
+    serve = ServeProcess(cfg, tmp_path)
+    try:
+        serve.wait_ready()
+        assert any(e["event"] == "stale_stopped" and f"pid {stale.pid}" in e["process"]
+                   for e in serve.events)
+        assert stale.wait(10) is not None
+        rc, events = run_caller(serve.uri, "--wav", GOODBYE, "--timeout", "40")
+        assert rc == 0, events
+    finally:
+        serve.stop()
+        if stale.poll() is None:
+            os.killpg(stale.pid, signal.SIGKILL)
+
+
+def test_a_port_held_by_another_program_is_one_clear_error(tmp_path):
+    import socket
+
+    from telephony.testing import serve_config, serve_port
+
+    cfg = serve_config(tmp_path, workers=1)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("127.0.0.1", serve_port(cfg)))
+    try:
+        r = subprocess.run([sys.executable, "-m", "callbot", "serve", "--config", str(cfg)],
+                           cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        holder.close()
+    assert r.returncode != 0
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err) == 1, r.stderr
+    assert f"sip.port 127.0.0.1:{serve_port(cfg)} is already in use by pid {os.getpid()}" \
+        in err[0], err
