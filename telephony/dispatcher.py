@@ -13,8 +13,8 @@ What it does:
   removed first): workers refuse INVITEs without it, so nothing reaches a worker around the
   front's limits, even from the same machine.
 * A worker answering 486 (full), 503, or nothing within the branch timer: the next worker;
-  but a worker's "503 Setup Rate" is passed back as it is (a burst of set-ups is refused,
-  not spread over every worker).
+  but a worker's "503 Setup Rate" is answered as the front's own set-up refusal (503 Too
+  Many Call Setups, Retry-After): a burst is refused, not spread over every worker.
 * No worker left: 503 with Retry-After, so the caller's side tries again later.
 * Call set-ups are limited twice, from the capacity behind the front: per source address
   (pike) and for the whole front (pipelimit), both at the workers' total set-up rate; fast
@@ -225,6 +225,8 @@ failure_route[NEXT_WORKER] {{
         exit;
     }}
     if (t_check_status("503") && $T_reply_reason =~ "Setup Rate") {{
+        append_to_reply("Retry-After: {plan.retry_after_s}\\r\\n");
+        t_reply("503", "Too Many Call Setups");
         exit;
     }}
     if (t_check_status("486|503|408|480") || (t_branch_timeout() && !t_branch_replied())) {{

@@ -1,8 +1,10 @@
-"""A worker configured for the awkward cases: ``on_failure = "bridge"`` and a single call slot.
+"""A worker configured for the awkward cases: ``on_failure = "bridge"``, ``max_call_s = 30``.
 
 The caller refuses the REFER, so the bot calls the advisor queue itself and connects the
-two calls; a second INVITE while the slot is taken gets 486; SIGTERM with a call still up
-hangs it up after the drain time and still exits 0.
+two calls, which ``max_call_s`` does not cut; a call that is not bridged is cut at
+``max_call_s`` after its INVITE; with 4 call slots the worker takes 3 calls (the fourth is
+kept for a bridged leg) and answers 486 to the next; SIGTERM with calls still up hangs them
+up after the drain time and still exits 0.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ def worker(tmp_path_factory, queue_port, config):
     cfg = d / "callbot.toml"
     cfg.write_text(f"""
 [sip]
-max_calls = 1
+max_calls = 4
+max_call_s = 30
 rtp_port_range = 40
+
+[endpointing]
+no_input_ms = 40000       # a silent caller meets max_call_s first
 
 [transfer]
 queue_uri = "sip:conseillers@127.0.0.1:{queue_port}"
@@ -60,7 +66,7 @@ def test_refused_refer_is_bridged_to_the_queue(worker, queue_port, tmp_path):
     try:
         time.sleep(0.5)
         rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--dtmf", "0",
-                                "--refuse-transfer", "--hangup-after", "12", "--timeout", "45")
+                                "--refuse-transfer", "--hangup-after", "25", "--timeout", "60")
         assert rc == 0, events
         refer = first(events, "transfer_request")
         assert refer["accepted"] is False
@@ -116,10 +122,29 @@ def test_no_dead_air_while_the_queue_rings(worker, queue_port, tmp_path):
     assert found >= 0.8, f"hold sentence not heard while the queue rang: {found:.0%}"
 
 
-def test_second_call_is_busy_and_sigterm_hangs_up_the_first(worker):
-    # The only slot is taken by a call that never ACKs nor sends RTP...
-    assert probe.exchange("INVITE", "127.0.0.1", worker.port, timeout=3) == 200
-    # ...so the next caller is told the line is busy.
+def test_a_call_is_cut_at_max_call_s_but_not_a_bridged_one(worker, queue_port, tmp_path):
+    """The bridged call above lasted past max_call_s (30 s after its INVITE) and ended by the
+    caller; a call that only listens is hung up at max_call_s."""
+    bridged = [e for e in worker.events if e["event"] == "bridged"]
+    assert bridged
+    ends = [e for e in worker.events if e["event"] == "hangup"
+            and e.get("call") == bridged[0]["call"]]
+    assert ends and ends[0]["by"] == "caller" and ends[0]["duration_s"] > 30, ends
+    rc, events = run_caller(f"sip:callbot@127.0.0.1:{worker.port}", "--timeout", "50")
+    assert rc == 0, events
+    first(events, "hangup", leg="bot", by="bot")
+    call = first(events, "answered")["call"]
+    forced = worker.wait_for(lambda e: e["event"] == "hangup_forced" and e.get("call") == call)
+    assert forced["why"] == "max_duration"
+    end = worker.wait_for(lambda e: e["event"] == "hangup" and e.get("call") == call)
+    assert 30 <= end["duration_s"] < 32, end
+
+
+def test_bridge_keeps_a_slot_and_sigterm_hangs_up_the_calls(worker):
+    # Three calls that never ACK nor send RTP take the three incoming slots...
+    assert [probe.exchange("INVITE", "127.0.0.1", worker.port, timeout=3)
+            for _ in range(3)] == [200, 200, 200]
+    # ...so the next caller is told the line is busy: the fourth slot is for a bridged leg.
     assert probe.exchange("INVITE", "127.0.0.1", worker.port, timeout=3) == 486
     worker.wait_for(lambda e: e["event"] == "rejected" and e.get("code") == 486)
     assert probe.options("127.0.0.1", worker.port) == 200
@@ -128,4 +153,4 @@ def test_second_call_is_busy_and_sigterm_hangs_up_the_first(worker):
     assert worker.proc.wait(30) == 0
     worker.wait_for(lambda e: e["event"] == "stopped", timeout=1)
     ends = [e for e in worker.events if e["event"] == "hangup"]
-    assert ends and ends[-1]["by"] == "shutdown", ends
+    assert ends and ends[-1]["by"] in ("shutdown", "bot"), ends

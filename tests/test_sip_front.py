@@ -223,3 +223,46 @@ def test_serve_config_after_the_command(serve):
     assert "--config" in serve.proc.args and serve.proc.args.index("serve") < \
         serve.proc.args.index("--config")
     assert json.loads(json.dumps(serve.events[0]))["event"]
+
+
+@pytest.mark.parametrize("reason, tried", [("Setup Rate", 1), ("Draining", 2)])
+def test_a_workers_setup_rate_503_is_not_failed_over(tmp_path, reason, tried):
+    """The front in front of two stand-in workers that refuse with 503: a draining worker's
+    call goes to the other one, a worker's set-up rate refusal is passed back as it is."""
+    from telephony import dispatcher
+
+    ports = [free_port("udp"), free_port("udp")]
+    workers = [subprocess.Popen(
+        ["sipp", "-sf", str(SIPP / "uas_reply.xml"), "-set", "reason",
+         reason, "-i", "127.0.0.1", "-p", str(p), "-m", "5", "-aa", "-timeout", "40s",
+         "-nostdin", "-trace_msg", "-message_file", str(tmp_path / f"w{p}.log")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+    front = free_port()
+    plan = dispatcher.DispatcherPlan(
+        listen="127.0.0.1", port=front, transports=("udp",),
+        workers=tuple(f"sip:127.0.0.1:{p}" for p in ports), setups_per_s=50)
+    cfg = dispatcher.write_config(plan, tmp_path / "sip")
+    kam = subprocess.Popen(dispatcher.command(cfg, tmp_path / "sip"), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        end = time.monotonic() + 10
+        while probe.options("127.0.0.1", front) != 200 and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(2.5)                      # a probe round: both stand-ins marked up
+        reply = probe.final_response("INVITE", "127.0.0.1", front, timeout=5)
+        line = reply.split(b"\r\n", 1)[0].decode()
+        time.sleep(0.5)
+        invites = sum((tmp_path / f"w{p}.log").read_text(errors="replace").count("INVITE sip:")
+                      for p in ports if (tmp_path / f"w{p}.log").exists())
+    finally:
+        import os
+        import signal
+
+        os.killpg(kam.pid, signal.SIGTERM)
+        kam.wait(10)
+        for w in workers:
+            w.kill()
+    assert invites == tried, (line, invites)
+    assert line.startswith("SIP/2.0 503"), line
+    if tried == 1:                 # passed back as the front's own set-up refusal
+        assert line == "SIP/2.0 503 Too Many Call Setups", line

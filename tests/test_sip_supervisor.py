@@ -217,3 +217,55 @@ def test_a_port_held_by_another_program_is_one_clear_error(tmp_path):
     assert len(err) == 1, r.stderr
     assert f"sip.port 127.0.0.1:{serve_port(cfg)} is already in use by pid {os.getpid()}" \
         in err[0], err
+
+
+def test_a_wedged_front_is_restarted(tmp_path):
+    """Kamailio stopped dead (SIGSTOP: alive but answering nothing): its OPTIONS probe fails,
+    the supervisor kills and restarts it, and calls get through again."""
+    from telephony.testing import ServeProcess, serve_config
+
+    serve = ServeProcess(serve_config(tmp_path, workers=1), tmp_path)
+    try:
+        serve.wait_ready()
+        wedged = serve.front_pid()
+        os.killpg(wedged, signal.SIGSTOP)
+        serve.wait_for(lambda e: e["event"] == "front_unhealthy" and e["pid"] == wedged,
+                       timeout=30)
+        serve.wait_for(lambda e: e["event"] == "front_started" and e["pid"] != wedged,
+                       timeout=30)
+        end = time.monotonic() + 15
+        while probe.options("127.0.0.1", serve.port) != 200 and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(2.5)
+        rc, events = run_caller(serve.uri, "--wav", GOODBYE, "--timeout", "40")
+        assert rc == 0, events
+        first(events, "hangup", leg="bot", by="bot")
+    finally:
+        serve.stop()
+
+
+def test_worker_backoff_resets_only_after_a_minute_of_readiness():
+    """A worker that crashes soon after becoming ready is restarted with a growing delay,
+    not every second forever (a stand-in process object: the policy alone is tested)."""
+    from telephony.settings import load_settings
+    from telephony.supervisor import Slot, Supervisor
+
+    class Exited:
+        pid, returncode = 4242, 1
+
+        def poll(self):
+            return 1
+
+    sup = Supervisor(load_settings(env={"CALLBOT_WORKERS_COUNT": "1"}), None,
+                     out=open(os.devnull, "w"))
+    slot: Slot = sup.slots[0]
+    delays = []
+    now = 1000.0
+    for _ in range(5):
+        slot.proc, slot.started, slot.ready, slot.ready_at = Exited(), now - 70, True, now - 5
+        sup.check(slot, now)
+        delays.append(slot.next_start - now)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
+    slot.proc, slot.ready, slot.ready_at = Exited(), True, now - 61   # ready long enough
+    sup.check(slot, now)
+    assert slot.next_start - now == 1.0
