@@ -295,18 +295,15 @@ def test_caller_without_siren_is_transferred(dlg, reply):
     assert turn.intent == "non" and keys(turn) == ["prompt:siren_skip"]
 
 
-def test_a_spoken_zero_is_a_digit_during_capture(dlg):
+@pytest.mark.parametrize("said, siren", [
+    ("c'est le cinq cinq deux un zéro zéro cinq cinq quatre", "552100554"),  # zéro: a digit
+    ("neuf cent nonante sept deux cent vingt zéro trente trois", "997220033"),  # Belgian
+])
+def test_spoken_siren_forms_during_capture(dlg, said, siren):
     dlg.hear(PERSONAL)
-    turn = dlg.hear("c'est le cinq cinq deux un zéro zéro cinq cinq quatre")
-    t = ending(turn)
+    t = ending(dlg.hear(said))
     assert isinstance(t, Transfer) and t.reason == "personal_case"
-    assert t.context.siren == "552100554"
-
-
-def test_belgian_numbers_during_capture(dlg):
-    dlg.hear(PERSONAL)
-    turn = dlg.hear("neuf cent nonante sept deux cent vingt zéro trente trois")
-    assert ending(turn).context.siren == "997220033"
+    assert t.context.siren == siren
 
 
 def test_no_input_after_end_does_nothing(dlg):

@@ -26,30 +26,11 @@ def registrar(port: int, cwd: Path, user: str, password: str) -> subprocess.Pope
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def worker_with_account(d: Path, registrar_port: int, password: str) -> WorkerProcess:
-    cfg = d / "callbot.toml"
-    cfg.write_text(f"""
-[paths]
-data = "{d / 'data'}"
-
-[sip]
-rtp_port_range = 20
-
-[[sip.accounts]]
-registrar = "sip:127.0.0.1:{registrar_port}"
-user = "bot"
-password = "{password}"
-domain = "callbot.test"
-""")
-    rtp = 30000 + (os.getpid() % 300) * 100 + (50 if password == "s3cret" else 0)
-    return WorkerProcess(cfg, free_port(), rtp, d)
-
-
 @pytest.mark.parametrize("password, code", [("s3cret", 200), ("wrong", 403)])
 def test_registration_with_digest(tmp_path, password, code):
     port = free_port("udp")
     sipp = registrar(port, tmp_path, "bot", "s3cret")
-    w = worker_with_account(tmp_path, port, password)
+    w = _worker(tmp_path, f"sip:127.0.0.1:{port}", password)
     try:
         w.wait_for(lambda e: e["event"] == "ready", timeout=60)
         reg = w.wait_for(lambda e: e["event"] == "registration" and e.get("code") != 401,
