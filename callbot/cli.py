@@ -26,7 +26,7 @@ def _err(msg: str) -> None:
 
 # --- models -------------------------------------------------------------------------------
 def cmd_models_install(args) -> int:
-    from .models import install, print_report
+    from .install import install, print_report
 
     config = _config(args)
     report = install(config, Path(args.from_dir) if args.from_dir else None,
@@ -36,7 +36,7 @@ def cmd_models_install(args) -> int:
 
 
 def cmd_models_list(args) -> int:
-    from .models import list_models, print_list
+    from .install import list_models, print_list
 
     print_list(list_models(_config(args)))
     return 0

@@ -25,7 +25,7 @@ def stand_in_config(config: Config) -> Config:
     if missing:
         pytest.fail(f"test models not installed ({', '.join(missing)}): run "
                     f"`callbot models install --test-models` (or python -c \"from callbot.config "
-                    f"import load_config; from callbot.models import install; "
+                    f"import load_config; from callbot.install import install; "
                     f"install(load_config(), test_models=True)\")", pytrace=False)
     return dataclasses.replace(
         config,

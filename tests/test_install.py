@@ -17,7 +17,7 @@ import zipfile
 import pytest
 
 from callbot.errors import CallbotError
-from callbot.models import (default_manifest, install, list_models, load_manifest,
+from callbot.install import (default_manifest, install, list_models, load_manifest,
                             print_list, print_report, sha256_file, verify)
 
 DEAD = "http://127.0.0.1:9/"   # discard port: nothing listens, refused at once
