@@ -17,6 +17,10 @@ import numpy as np
 from .errors import AudioError
 
 TELEPHONY_RATE = 8000
+# The one frame length of the project: the core consumes and produces 20 ms frames, the SIP
+# side's conference bridge and call ports run at it, the call clock counts it. (RTP packets
+# are 20 ms too, the telephony norm, but pjsua repacketizes if a peer asks otherwise.)
+FRAME_MS = 20
 
 
 def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:

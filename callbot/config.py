@@ -52,7 +52,6 @@ class AsrConfig:
 
 @dataclass(frozen=True)
 class EndpointingConfig:
-    frame_ms: int
     speech_start_ms: int
     end_silence_ms: int
     quick_end: str
@@ -182,7 +181,7 @@ CHOICES = {
 }
 
 POSITIVE = {
-    ("endpointing", "frame_ms"), ("endpointing", "speech_start_ms"),
+    ("endpointing", "speech_start_ms"),
     ("endpointing", "end_silence_ms"), ("endpointing", "max_utterance_ms"),
     ("endpointing", "quick_end_ms"), ("asr", "whisper_window_s"),
     ("endpointing", "no_input_ms"), ("asr", "beam_size"), ("asr", "recordings_beam_size"),
@@ -385,8 +384,5 @@ def load_config(path: str | os.PathLike[str] | None = None,
                                   f"paths.data), sqlite:///FILE or postgresql://...")
             values[f.name] = value
         sections[section] = cls(**values)
-    ep = sections["endpointing"]
-    if 1000 % ep.frame_ms or ep.frame_ms not in (10, 20, 30, 40):
-        raise ConfigError(f"{source}: endpointing.frame_ms must be 10, 20, 30 or 40")
     extra = {k: v for k, v in table.items() if k in external}
     return Config(**sections, source=source, extra=extra)

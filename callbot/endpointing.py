@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-from .audio import level_db
+from .audio import FRAME_MS, level_db
 from .config import EndpointingConfig
 
 
@@ -36,13 +36,13 @@ class Endpointer:
 
     def __init__(self, config: EndpointingConfig):
         self.cfg = config
-        self.frame_ms = config.frame_ms
+        self.frame_ms = FRAME_MS
         self.noise_db = -60.0
         self.in_speech = False
         self.voiced_run_ms = 0
         self.silence_ms = 0
         self.utterance_ms = 0
-        self.pre_roll: deque[bytes] = deque(maxlen=max(1, config.pre_roll_ms // config.frame_ms))
+        self.pre_roll: deque[bytes] = deque(maxlen=max(1, config.pre_roll_ms // FRAME_MS))
 
     def end_now(self) -> None:
         """The turn was ended by the listener (a complete request after a short pause)."""

@@ -1,4 +1,4 @@
-"""Model installer: put every model (speech, sentence encoder) under <paths.models>/<name>/, verified.
+"""Model installer: every model (speech, sentence encoder) under <paths.models>/<name>/, verified.
 
 Why this shape:
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .asr.base import AsrEngine, Recognizer
+from .audio import FRAME_MS
 from .config import EndpointingConfig
 from .endpointing import Endpointer, Mark
 
@@ -57,7 +58,7 @@ class Listener:
         self.engine = engine
         self.endpointer = Endpointer(config)
         self.recognizer: Recognizer = engine.recognizer(sample_rate)
-        self.frame_ms = config.frame_ms
+        self.frame_ms = FRAME_MS
         self.clock_ms = 0
         self.speech_ms = 0
         if config.quick_end == "always":

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .asr.base import AsrEngine
-from .audio import TELEPHONY_RATE, frame_bytes, split_frames
+from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
 from .errors import CallbotError
 from .dialogue import Dialogue, State
@@ -144,7 +144,7 @@ class CallSession:
         self.engines = engines
         self.config = engines.config
         self.call_id = call_id
-        self.frame_ms = self.config.endpointing.frame_ms
+        self.frame_ms = FRAME_MS
         self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue)
         self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE,
                                   complete=self.dialogue.complete)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .audio import TELEPHONY_RATE, frame_bytes, read_wav, split_frames
+from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, read_wav, split_frames
 from .events import HangUp, Transfer, Turn
 from .session import CallSession, Engines
 
@@ -69,7 +69,7 @@ def simulate(engines: Engines, turns: Iterable[CallerTurn],
     for a real call.
     """
     config = engines.config
-    fm = config.endpointing.frame_ms
+    fm = FRAME_MS
     silence = b"\x00" * frame_bytes(TELEPHONY_RATE, fm)
     bot: list[bytes] = []
     caller: list[bytes] = []

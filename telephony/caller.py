@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import numpy as np
 import pjsua2 as pj
 
-from callbot.audio import read_wav, write_wav
+from callbot.audio import FRAME_MS, read_wav, write_wav
 
 from . import pjlib
 from .media import FRAME_BYTES, SILENCE, audio_format, read_buf, stream_stats, write_buf
@@ -189,7 +189,7 @@ class Dialer:
             if first.state != "confirmed" or self.ear is None:
                 continue
             ear = self.ear
-            quiet_ms = (ear.frames - ear.last_voice) * 20
+            quiet_ms = (ear.frames - ear.last_voice) * FRAME_MS
             if turns and not ear.speaking and ear.last_voice > heard_at_turn \
                     and quiet_ms >= o.silence_ms:
                 kind, value, pcm = turns.pop(0)
@@ -216,8 +216,8 @@ class Dialer:
             write_wav(o.record, b"".join(self.ear.heard))
         ear = self.ear
         self.emit("done", answered=first.answered, hung_up_by=first.hung_up_by,
-                  heard_ms=(ear.frames * 20 if ear else 0),
-                  bot_voice_ms=(ear.voiced * 20 if ear else 0), record=o.record)
+                  heard_ms=(ear.frames * FRAME_MS if ear else 0),
+                  bot_voice_ms=(ear.voiced * FRAME_MS if ear else 0), record=o.record)
         return 0 if first.answered else 1
 
     def _end_transferred_legs(self) -> None:

@@ -17,11 +17,12 @@ from typing import Callable
 
 import pjsua2 as pj
 
-from .pjlib import FRAME_MS
+from callbot.audio import FRAME_MS, TELEPHONY_RATE, frame_bytes
+
 from .priority import OnFirstCall
 
-RATE = 8000
-FRAME_BYTES = RATE * FRAME_MS // 1000 * 2       # 320: 160 samples of 16-bit mono
+RATE = TELEPHONY_RATE
+FRAME_BYTES = frame_bytes(RATE, FRAME_MS)      # 320: 160 samples of 16-bit mono
 SILENCE = b"\x00" * FRAME_BYTES
 
 

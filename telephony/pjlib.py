@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import pjsua2 as pj
 
+from callbot.audio import FRAME_MS
 from callbot.errors import ConfigError
 
 BRIDGE_RATE = 8000
-FRAME_MS = 20
 
 
 class StderrLog(pj.LogWriter):

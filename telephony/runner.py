@@ -21,13 +21,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from callbot.audio import FRAME_MS
 from callbot.events import BargeIn, HangUp, Transfer, Turn
 from callbot.session import CallSession, Engines
 
 from .media import SILENCE
 from .priority import COMPUTE_NICE, lower_this_thread
 
-FRAME_S = 0.02
+FRAME_S = FRAME_MS / 1000
 IDLE_S = 0.1          # no frame for this long (no RTP, bridge hiccup): push silence instead
 
 

@@ -8,7 +8,7 @@ from callbot.errors import ConfigError
 
 def test_embedded_defaults_load():
     c = load_config(env={})
-    assert c.asr.engine == "auto" and c.endpointing.frame_ms == 20
+    assert c.asr.engine == "auto" and c.endpointing.end_silence_ms == 700
     assert c.paths.kb.name == "kb" and c.paths.kb.is_absolute()
 
 
