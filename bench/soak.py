@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -318,6 +319,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = ap.parse_args()
+    # A stopped run (SIGTERM, as from `timeout`) still stops its serve and callers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         report = Soak(args, Path(tmp)).run()
     print_report(report)
