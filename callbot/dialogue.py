@@ -15,6 +15,7 @@ States::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Protocol
 
@@ -22,17 +23,11 @@ from .config import DialogueConfig
 from .events import HangUp, Say, Transfer, TransferContext, Turn
 from .intents import CONFIDENT, CONFIRM, REJECT, Context, Understanding
 from .kb import OUT_OF_SCOPE, KnowledgeBase
-from .numbers import siren_from_digits, spoken_digits
+from .siren import siren_from_digits, spoken_digits
 from .replies import (NO, YES, announces_question, closes, declines_siren, split_reply,
                       yes_no)
 from .text import normalize
 
-ADVISOR = "parler_conseiller"
-CONTROL_YES, CONTROL_NO = YES, NO
-THANKS, GOODBYE = "remerciement", "au_revoir"
-CLOSINGS = (THANKS, GOODBYE, CONTROL_NO)     # after "another question?", these end the call
-# Intents about the conversation itself, not a topic a follow-up could lean on.
-CONVERSATION = {"salutation", THANKS, GOODBYE, "repeter", ADVISOR, YES, NO}
 
 
 class State(str, Enum):
@@ -42,6 +37,29 @@ class State(str, Enum):
     CONFIRM = "confirm"
     SIREN = "siren_capture"
     ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class DialogueSnapshot:
+    """Everything a turn changes in a :class:`Dialogue` (its per-call state), frozen."""
+
+    state: State
+    not_understood: int
+    no_input: int
+    siren_failures: int
+    siren_digits: str
+    pending: str | None
+    intents: tuple[str, ...]
+    last_utterance: str | None
+    intent_utterance: str | None
+    topic: str | None
+    topic_request: str | None
+    last_said: tuple[Say, ...]
+    ending: Transfer | HangUp | None
+
+
+def _frozen(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 class Classifier(Protocol):
@@ -60,6 +78,7 @@ class Dialogue:
 
     def __init__(self, kb: KnowledgeBase, classifier: Classifier, config: DialogueConfig):
         self.kb = kb
+        self.ids = kb.roles              # the intents the dialogue acts on itself
         self.classifier = classifier
         self.config = config
         self.state = State.START
@@ -89,6 +108,8 @@ class Dialogue:
 
     def _speak(self, turn: Turn, *says: Say, remember: bool = True) -> None:
         turn.events.extend(says)
+        turn.answers += sum(1 for s in says if s.key.startswith("answer:")
+                            and s.key[7:] not in self.ids.conversation)
         if remember:
             self.last_said = list(says)
 
@@ -108,7 +129,7 @@ class Dialogue:
         else:
             parts.append(f"Cas personnel : {title}" if title else "Cas personnel")
         topics = [self.kb.intents[i].title for i in self.intents
-                  if i in self.kb.intents and i != ADVISOR]
+                  if i in self.kb.intents and i != self.ids.advisor]
         if topics and reason != "personal_case":
             parts.append("sujets : " + ", ".join(dict.fromkeys(topics)))
         parts.append(f"SIREN {siren}" if siren else "SIREN non communiqué")
@@ -145,18 +166,19 @@ class Dialogue:
         turn.state = self.state.value
         return turn
 
-    def memento(self) -> dict:
-        """The conversation's state, to :meth:`restore` if a turn must be taken back."""
-        keep = {k: v for k, v in vars(self).items() if k not in ("kb", "classifier", "config")}
-        return {k: list(v) if isinstance(v, list) else v for k, v in keep.items()}
+    def snapshot(self) -> "DialogueSnapshot":
+        """The conversation as it is now, to :meth:`restore` if a turn is taken back."""
+        return DialogueSnapshot(**{f.name: _frozen(getattr(self, f.name))
+                                   for f in fields(DialogueSnapshot)})
 
-    def restore(self, memento: dict) -> None:
-        for k, v in memento.items():
-            setattr(self, k, list(v) if isinstance(v, list) else v)
+    def restore(self, snapshot: "DialogueSnapshot") -> None:
+        for f in fields(DialogueSnapshot):
+            value = getattr(snapshot, f.name)
+            setattr(self, f.name, list(value) if isinstance(value, tuple) else value)
 
     def complete(self, text: str) -> bool:
         """Would ``text``, heard now, get a definite reply (not "please rephrase", not "did
-        you mean...")? The listener ends the caller's turn early when it would. Never while
+        you mean...")? The turn taker ends the caller's turn early when it would. Never while
         a SIREN is dictated: callers pause between digit groups. No state is changed."""
         if self.state in (State.ENDED, State.SIREN, State.START):
             return False
@@ -195,9 +217,9 @@ class Dialogue:
             elif digit.isdigit():
                 self._add_siren_digits(turn, digit)
         elif digit == "0":
-            self.intents.append(ADVISOR)
-            self._speak(turn, self.answer(ADVISOR))
-            self._transfer(turn, "caller_request", ADVISOR)
+            self.intents.append(self.ids.advisor)
+            self._speak(turn, self.answer(self.ids.advisor))
+            self._transfer(turn, "caller_request", self.ids.advisor)
         turn.state = self.state.value
         return turn
 
@@ -213,46 +235,48 @@ class Dialogue:
             # "votre question porte sur X, c'est bien ça ?"
             yn = yes_no(text)
             if yn or (reply.head == YES and not reply.correction):
-                return control(text, yn or YES)
+                return control(text, self.ids.no if yn == NO else self.ids.yes)
             if reply.head == NO and reply.rest:       # "non, je voulais savoir…"
                 u = self.classifier.classify(reply.rest, self._context(rejected=self.pending))
-                return u if u.decision != REJECT else control(text, NO)
+                return u if u.decision != REJECT else control(text, self.ids.no)
             return self.classifier.classify(text, self._context())
         if self.state is State.ANOTHER:
             # "Avez-vous une autre question ?"
             yn = yes_no(text)
             if yn == NO:
-                return control(text, NO)
+                return control(text, self.ids.no)
             words = normalize(text).split()
             if closes(text) and not (yn == YES and "merci" not in words):
                 # "ok merci", "c'est bon j'ai ma réponse", "non merci au revoir": the
                 # caller is done ("oui" alone, though, opens a question).
-                return control(text, GOODBYE if "revoir" in words else NO
-                               if reply.head == NO else THANKS if "merci" in words else NO)
+                ids = self.ids
+                return control(text, ids.goodbye if "revoir" in words else ids.no
+                               if reply.head == NO else ids.thanks if "merci" in words
+                               else ids.no)
             if yn == YES:
-                return control(text, YES)
+                return control(text, self.ids.yes)
             if reply.head == YES:
                 if announces_question(reply.rest) or not reply.rest:
-                    return control(text, YES)
+                    return control(text, self.ids.yes)
                 u = self.classifier.classify(reply.rest, self._context())
                 # "oui euh attendez" is a yes; three words or more not understood are a
                 # question to rephrase, not a yes.
                 return u if u.decision != REJECT or len(reply.rest.split()) >= 3 \
-                    else control(text, YES)
+                    else control(text, self.ids.yes)
             if reply.head == NO and not reply.correction:
                 u = self.classifier.classify(reply.rest, self._context())
-                if u.decision != REJECT and u.intent not in CLOSINGS + (YES,):
+                if u.decision != REJECT and u.intent not in self.ids.closings + (self.ids.yes,):
                     return u                          # "non mais j'aimerais savoir aussi…"
-                return control(text, NO)
+                return control(text, self.ids.no)
         if reply.correction and reply.rest:
             return self.classifier.classify(reply.rest, self._context(rejected=self.topic))
         return self.classifier.classify(text, self._context())
 
     def _route(self, turn: Turn, u: Understanding) -> None:
-        if self.state is State.CONFIRM and u.decision != REJECT and u.intent in (CONTROL_YES,
-                                                                                 CONTROL_NO):
+        if self.state is State.CONFIRM and u.decision != REJECT and u.intent in (self.ids.yes,
+                                                                                 self.ids.no):
             pending, self.pending = self.pending, None
-            if u.intent == CONTROL_YES and pending:
+            if u.intent == self.ids.yes and pending:
                 self._act(turn, pending)
             else:
                 self._speak(turn, self.prompt("rephrase_after_no"))
@@ -272,10 +296,10 @@ class Dialogue:
         SIREN capture, hanging up). Any other answer is given at once, introduced by its
         topic, and a caller who meant something else says so ("non pas ça…"): one wrong
         answer costs less than a question before every right one."""
-        if intent == GOODBYE:
+        if intent == self.ids.goodbye:
             return True
         return intent in self.kb.intents and self.kb.intents[intent].transfers \
-            and intent != ADVISOR
+            and intent != self.ids.advisor
 
     def _not_understood(self, turn: Turn) -> None:
         self.not_understood += 1
@@ -295,36 +319,38 @@ class Dialogue:
         self.intents.append(intent)
         if self.last_utterance and intent in self.kb.intents and self.kb.intents[intent].transfers:
             self.intent_utterance = self.last_utterance
-        if intent in self.kb.intents and intent not in CONVERSATION:
+        ids = self.ids
+        if intent in self.kb.intents and intent not in ids.conversation:
             self.topic, self.topic_request = intent, self.last_utterance
         after_question = self.state is State.ANOTHER
-        if intent == "repeter":
+        if intent == ids.repeat:
             replay = [Say(s.text, s.key, slow=True) for s in self.last_said]
             if not replay:
                 replay = [Say(self.prompt("greeting").text, "prompt:greeting", slow=True)]
-            self._speak(turn, self.answer("repeter"), remember=False)
+            self._speak(turn, self.answer(ids.repeat), remember=False)
             self._speak(turn, *replay, remember=False)
             return
-        if intent == GOODBYE or (intent in CLOSINGS and after_question):
-            closing = (self.prompt("goodbye_after_thanks") if intent == THANKS
-                       else self.answer(GOODBYE))
+        if intent == ids.goodbye or (intent in ids.closings and after_question):
+            closing = (self.prompt("goodbye_after_thanks") if intent == ids.thanks
+                       else self.answer(ids.goodbye))
             self._speak(turn, closing)
             self._end(turn, HangUp("caller_goodbye"))
-        elif intent == CONTROL_YES:
-            self._speak(turn, self.prompt("listening") if after_question else self.answer("oui"))
+        elif intent == ids.yes:
+            self._speak(turn, self.prompt("listening") if after_question
+                        else self.answer(ids.yes))
             self.state = State.QUESTION
-        elif intent == CONTROL_NO:
-            self._speak(turn, self.answer("non"))
+        elif intent == ids.no:
+            self._speak(turn, self.answer(ids.no))
             self.state = State.QUESTION
-        elif intent == THANKS:
-            self._speak(turn, self.answer(THANKS))
+        elif intent == ids.thanks:
+            self._speak(turn, self.answer(ids.thanks))
             self.state = State.ANOTHER
-        elif intent == "salutation":
-            self._speak(turn, self.answer("salutation"))
+        elif intent == ids.greeting:
+            self._speak(turn, self.answer(ids.greeting))
             self.state = State.QUESTION
-        elif intent == ADVISOR:
-            self._speak(turn, self.answer(ADVISOR))
-            self._transfer(turn, "caller_request", ADVISOR)
+        elif intent == ids.advisor:
+            self._speak(turn, self.answer(ids.advisor))
+            self._transfer(turn, "caller_request", ids.advisor)
         elif self.kb.intents[intent].transfers:
             self._speak(turn, self.answer(intent), self.prompt("siren_ask"))
             self.pending = intent
@@ -350,13 +376,13 @@ class Dialogue:
         u = self.classifier.classify(text)
         turn.intent, turn.confidence = u.intent, u.confidence
         turn.alternatives, turn.decision = u.alternatives, u.decision
-        if u.intent == ADVISOR and u.decision != REJECT:
-            self.intents.append(ADVISOR)
+        if u.intent == self.ids.advisor and u.decision != REJECT:
+            self.intents.append(self.ids.advisor)
             self._speak(turn, self.prompt("transfer_now"))
             self._transfer(turn, "caller_request", self.pending)
             return
         if yes_no(text) == NO or declines_siren(text):
-            turn.intent, turn.decision = NO, CONFIDENT
+            turn.intent, turn.decision = self.ids.no, CONFIDENT
             self._speak(turn, self.prompt("siren_skip"))
             self._transfer(turn, "personal_case", self.pending)
             return

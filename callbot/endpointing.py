@@ -45,14 +45,9 @@ class Endpointer:
         self.pre_roll: deque[bytes] = deque(maxlen=max(1, config.pre_roll_ms // FRAME_MS))
 
     def end_now(self) -> None:
-        """The turn was ended by the listener (a complete request after a short pause)."""
+        """The turn was ended early (a complete request after a short pause)."""
         self.in_speech = False
         self.voiced_run_ms = 0
-        self.pre_roll.clear()
-
-    def reset(self) -> None:
-        self.in_speech = False
-        self.voiced_run_ms = self.silence_ms = self.utterance_ms = 0
         self.pre_roll.clear()
 
     def is_voiced(self, frame: bytes) -> bool:

@@ -1,15 +1,26 @@
-"""What the core tells the outside world: plain records, no behaviour.
+"""The one vocabulary of a call: what the core decides and what happens on the line.
 
-The dialogue emits :class:`Say`, :class:`Transfer` and :class:`HangUp`; the call session
-turns ``Say`` into audio and passes the two others to whoever carries the call (the SIP
-side, or the simulator). ``Transfer`` carries everything a human advisor needs.
+Two kinds of records live here, both plain data:
+
+* The dialogue's **decisions** — :class:`Say`, :class:`Transfer`, :class:`HangUp` — gathered
+  in a :class:`Turn` (one exchange: what the caller did, what the bot decided).
+* The **call events** a :class:`~callbot.session.CallSession` emits, in call order, to every
+  :class:`CallObserver`: speech started, partial, final, turn decided (with its latency),
+  barge-in, a turn taken back, the bot done speaking, the call's audio, the ending handed
+  over, a failure. The transcript recorder, the simulator, the SIP runner (its log and its
+  messages to the SIP main loop) are observers; a metrics exporter is one more. Whoever
+  drives a session pushes frames and pulls audio; what happened comes back as events.
+
+Every call event carries ``at_ms``, the call clock (20 ms per caller frame) when it happened.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 
+# --- the dialogue's decisions ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Say:
     text: str
@@ -47,17 +58,8 @@ class HangUp:
         return {"type": "hangup", "reason": self.reason}
 
 
-Event = Say | Transfer | HangUp
-
-
-@dataclass(frozen=True)
-class BargeIn:
-    """The caller spoke over the bot: playback was cut after ``played_ms``."""
-
-    played_ms: int
-
-    def to_json(self) -> dict:
-        return {"type": "barge_in", "played_ms": self.played_ms}
+Decision = Say | Transfer | HangUp
+Ending = Transfer | HangUp
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Turn:
     """One exchange: what the caller did (or nothing) and what the bot decided."""
 
     caller: str | None                 # None: the greeting, a silence, a key press
-    events: list = field(default_factory=list)
+    events: list[Decision] = field(default_factory=list)
     intent: str | None = None
     confidence: float | None = None
     alternatives: list = field(default_factory=list)
@@ -74,10 +76,16 @@ class Turn:
     asr_engine: str | None = None
     asr_confidence: float | None = None
     state: str = ""
+    answers: int = 0                   # answers on a topic of the KB (not yes, thanks, ...)
 
     @property
     def bot_text(self) -> str:
         return " ".join(e.text for e in self.events if isinstance(e, Say))
+
+    @property
+    def ending(self) -> Ending | None:
+        """The transfer or hang-up this turn decided, if any."""
+        return next((e for e in self.events if isinstance(e, (Transfer, HangUp))), None)
 
     def to_json(self) -> dict:
         out = {"caller": self.caller, "intent": self.intent,
@@ -90,3 +98,118 @@ class Turn:
                           "confidence": None if self.asr_confidence is None
                           else round(self.asr_confidence, 4)}
         return out
+
+
+# --- what happens on the line -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The endpointer heard the caller start speaking."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A streaming recognizer's hypothesis for the utterance so far."""
+
+    text: str
+    at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Final:
+    """The caller's turn as text: the recognizer's result for the utterance, joined to the
+    words of a taken-back request if there was one (an empty result is no turn)."""
+
+    text: str
+    confidence: float | None  # None: not scored (a streaming partial closed early)
+    engine: str
+    speech_ms: int          # length of the utterance given to the recognizer
+    decode_ms: float        # time the recognizer took after the end of speech
+    cut: bool = False       # stopped at the maximum utterance length
+    quick: bool = False     # ended after quick_end_ms: the request was already complete
+    at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class TurnDecided:
+    """The bot decided a turn (greeting, answer, prompt, silence, key) and queued its audio.
+
+    ``latency_ms``: from the caller's final transcript to the answer's audio queued (None for
+    turns no caller words started); ``decode_ms`` and ``speech_ms`` come from the recognizer.
+    """
+
+    turn: Turn
+    at_ms: int
+    latency_ms: float | None = None
+    decode_ms: float | None = None
+    speech_ms: int | None = None
+    quick: bool = False
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """The caller spoke over the bot: playback was cut after ``played_ms``."""
+
+    played_ms: int
+    at_ms: int = 0
+
+    def to_json(self) -> dict:
+        return {"type": "barge_in", "played_ms": self.played_ms}
+
+
+@dataclass(frozen=True)
+class TakenBack:
+    """The caller went on right after a quick end of turn: its answer was withdrawn, and
+    ``text`` will be heard again with what follows."""
+
+    text: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class PlaybackDrained:
+    """Everything the bot had to say so far has been played: it is silent now."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CallAudio:
+    """One call frame of each side (16-bit PCM, 8 kHz), in call order: for recordings."""
+
+    caller: bytes
+    bot: bytes
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The transfer or hang-up, handed over once its announcement has been played."""
+
+    ending: Ending
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The call's pipeline broke (the call is ended by whoever carries it)."""
+
+    error: str
+    where: str
+    at_ms: int
+
+
+CallEvent = (SpeechStarted | Partial | Final | TurnDecided | BargeIn | TakenBack
+             | PlaybackDrained | CallAudio | Ended | Failed)
+
+
+class CallObserver(Protocol):
+    """Receives every event of one call, on the thread that drives the call (under the
+    session's lock).
+
+    It must be quick (it runs inside the call's 20 ms step) and should not raise: an
+    observer that raises is logged once and dropped, so a broken output never breaks a call.
+    """
+
+    def on_event(self, event: CallEvent) -> None: ...

@@ -1,6 +1,7 @@
 """One call, top to bottom: caller frames → endpointing → ASR → intent → dialogue → TTS → bot frames.
 
-A :class:`CallSession` is what the SIP side (or the simulator) drives. It is clocked by the
+A :class:`CallSession` is what the SIP side (or the simulator) drives; what happens in the call
+reaches the outside world only as :mod:`callbot.events`, sent to its observers. It is clocked by the
 caller's frames: every :meth:`push` is 20 ms of call time, so the no-input timer and the
 end of playback mean the same thing in a simulation and on a live line. Bot audio waits in
 a shallow :class:`Playback` queue that :meth:`pull` drains one frame at a time (cheap,
@@ -11,37 +12,28 @@ safe from another thread) and that a barge-in empties at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Iterable
 
 from .asr.base import AsrEngine
 from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
 from .errors import CallbotError
 from .dialogue import Dialogue, State
-from .events import BargeIn, HangUp, Say, Transfer, Turn
+from .events import (BargeIn, CallAudio, CallEvent, CallObserver, Ended, Ending, Failed, Final,
+                     PlaybackDrained, Say, SpeechStarted, Turn, TurnDecided)
 from .intents import IntentClassifier, load_classifier
 from .kb import KnowledgeBase, load_kb
-from .listener import Final, Listener, SpeechStarted
+from .listener import Listener
 from .tts.cache import SpeechCache
+from .turns import TurnTaker
 
 GAP_MS = 150   # pause between two sentences of one reply
-# A caller who speaks again this soon after the answer to a quick end of turn began was
-# still finishing the request: the answer is taken back and both parts are heard as one.
-RESUME_MS = 1500
-
-
-@dataclass
-class _Resumable:
-    """A turn ended early (quick end) that the caller may turn out not to have finished."""
-
-    memento: dict
-    text: str
-    turns: int        # len(session.turns) once it was answered
-    at_ms: int        # call clock when it was answered
+log = logging.getLogger("callbot.session")
 
 
 @dataclass
@@ -106,8 +98,8 @@ class Playback:
         self.silence = b"\x00" * frame_len
         self.frames: deque[bytes] = deque()
 
-    def extend(self, pcm: bytes, frame_ms: int, rate: int = TELEPHONY_RATE) -> None:
-        self.frames.extend(split_frames(pcm, rate, frame_ms))
+    def extend(self, pcm: bytes, rate: int = TELEPHONY_RATE) -> None:
+        self.frames.extend(split_frames(pcm, rate, FRAME_MS))
 
     def pull(self) -> bytes:
         try:
@@ -125,98 +117,104 @@ class Playback:
         return bool(self.frames)
 
 
-@dataclass
-class LatencyMark:
-    """From the final transcript to the first answer frame queued (ms)."""
-
-    final_to_audio_ms: float
-    decode_ms: float
-    speech_ms: int
-
-
 class CallSession:
-    """The pipeline of one call. Drive it from one thread; :meth:`pull` may run on another."""
+    """The pipeline of one call. Drive it from one thread; :meth:`pull` may run on another.
+
+    Per caller frame: the turn taker (endpointing, recognizer, quick end of turn) may end the
+    caller's turn; the dialogue decides; the answer is synthesized (speech cache) into the
+    playback queue; every step is emitted as a call event to the observers.
+    """
 
     def __init__(self, engines: Engines, call_id: str = "",
-                 observer: Callable[[object], None] | None = None,
-                 audio_tap: Callable[[bytes, bytes], None] | None = None):
+                 observers: Iterable[CallObserver] = ()):
         engines.refresh()
         self.engines = engines
         self.config = engines.config
         self.call_id = call_id
-        self.frame_ms = FRAME_MS
         self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue)
-        self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE,
-                                  complete=self.dialogue.complete)
+        self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE)
                          if engines.asr is not None else None)
-        self.playback = Playback(frame_bytes(TELEPHONY_RATE, self.frame_ms))
-        self.observer = observer or (lambda event: None)
-        # audio_tap(caller_frame, bot_frame) once per call frame, for call recording. Bot
-        # frames are taken in pull() (the clock thread) and paired here, in call order.
-        self.audio_tap = audio_tap
+        self.turn_taker = (TurnTaker(self.listener, self.dialogue, self.config.endpointing)
+                           if self.listener is not None else None)
+        self.playback = Playback(frame_bytes(TELEPHONY_RATE, FRAME_MS))
+        self.observers: list[CallObserver] = list(observers)
+        # Bot frames are taken in pull() (the clock thread) and paired with the caller's in
+        # push(), in call order, for the CallAudio events.
         self._sent: deque[bytes] = deque(maxlen=50)
         self.turns: list[Turn] = []
-        self.latencies: list[LatencyMark] = []
         self.clock_ms = 0
         self.quiet_ms = 0                  # caller silence since the bot stopped speaking
-        self.ending: Transfer | HangUp | None = None
+        self.ending: Ending | None = None  # decided; handed over (Ended) once played
         self.ended = threading.Event()     # set once the last words are played
-        self._resumable: _Resumable | None = None
-        self._continuing: str | None = None   # first part of a request being finished
+        self._was_playing = False          # at the previous frame (for PlaybackDrained)
         self._lock = threading.Lock()
 
     # --- inputs ----------------------------------------------------------------------------
     def start(self) -> Turn:
-        return self._play(self.dialogue.start())
+        with self._lock:
+            return self._decided(self.dialogue.start())
 
     def push(self, frame: bytes) -> None:
         """20 ms of caller audio (8 kHz 16-bit mono); advances the call clock."""
         with self._lock:
-            self.clock_ms += self.frame_ms
-            if self.audio_tap is not None:
-                try:
-                    bot = self._sent.popleft()
-                except IndexError:
-                    bot = self.playback.silence
-                self.audio_tap(frame, bot)
+            self.clock_ms += FRAME_MS
+            try:
+                bot = self._sent.popleft()
+            except IndexError:
+                bot = self.playback.silence
+            self._emit(CallAudio(frame, bot, self.clock_ms))
+            playing = self.playback.playing
+            if self._was_playing and not playing:
+                self._emit(PlaybackDrained(self.clock_ms))
+            self._was_playing = playing
             if self.ended.is_set():
                 return
-            events = self.listener.feed(frame) if self.listener else []
-            speaking = self.listener.in_speech if self.listener else False
+            events = (self.turn_taker.feed(frame, self.clock_ms, self.playback.playing)
+                      if self.turn_taker is not None else [])
             for ev in events:
+                self._emit(ev)
                 if isinstance(ev, SpeechStarted):
-                    self._take_back()
                     self._barge_in()
                 elif isinstance(ev, Final):
-                    self._final(ev)
+                    self._heard(ev.text, ev)
+            speaking = self.listener.in_speech if self.listener else False
             if self.playback.playing or speaking or self.ending is not None:
                 self.quiet_ms = 0
             else:
-                self.quiet_ms += self.frame_ms
+                self.quiet_ms += FRAME_MS
                 if self.quiet_ms >= self.config.endpointing.no_input_ms:
                     self.quiet_ms = 0
-                    self._play(self.dialogue.silence())
+                    self._decided(self.dialogue.silence())
             self._maybe_end()
 
     def hear(self, text: str) -> Turn:
         """A caller utterance already in text (simulation, or an external recognizer)."""
         with self._lock:
-            turn = self._heard(text, None, None, 0.0, 0)
+            turn = self._heard(text, None)
             self._maybe_end()
             return turn
 
     def dtmf(self, digit: str) -> Turn:
         with self._lock:
             self._barge_in()
-            turn = self._play(self.dialogue.key(digit))
+            turn = self._decided(self.dialogue.key(digit))
             self._maybe_end()
             return turn
 
-    def announce(self, text: str) -> None:
+    def announce(self, text: str) -> bool:
         """Speak a sentence outside the dialogue (the carrier's own words, e.g. the fallback
-        when a transfer fails). It goes through the speech cache like every answer."""
+        when a transfer fails). It goes through the speech cache like every answer; a
+        PlaybackDrained event follows once it is played. False: nothing to play."""
         with self._lock:
-            self.playback.extend(self.engines.tts.get(text), self.frame_ms)
+            pcm = self.engines.tts.get(text)
+            self.playback.extend(pcm)
+            return bool(pcm)
+
+    def fail(self, error: str, where: str) -> None:
+        """Whoever drives the call saw it break: tell the observers (the call is ended by
+        its carrier)."""
+        with self._lock:
+            self._emit(Failed(error, where, self.clock_ms))
 
     def close(self) -> None:
         """The call is over (whoever hung up): release what the call held."""
@@ -226,8 +224,7 @@ class CallSession:
     def pull(self) -> bytes:
         """The next 20 ms of bot audio (silence when there is nothing to say)."""
         frame = self.playback.pull()
-        if self.audio_tap is not None:
-            self._sent.append(frame)
+        self._sent.append(frame)
         return frame
 
     @property
@@ -239,64 +236,61 @@ class CallSession:
         return self.dialogue.state
 
     # --- internals -------------------------------------------------------------------------
-    def _final(self, ev: Final) -> None:
-        text = ev.text
-        if self._continuing is not None:
-            # The rest of a request cut by a quick end (or nothing: a cough; then the first
-            # part alone is answered again).
-            text = f"{self._continuing} {text}".strip()
-            self._continuing = None
-        if not text:
-            return
-        memento = self.dialogue.memento() if ev.quick else None
-        turn = self._heard(text, ev.engine, ev.confidence, ev.decode_ms, ev.speech_ms)
-        self._resumable = None
-        if memento is not None and not any(isinstance(e, (Transfer, HangUp))
-                                           for e in turn.events):
-            self._resumable = _Resumable(memento, text, len(self.turns), self.clock_ms)
+    def _emit(self, event: CallEvent) -> None:
+        for observer in list(self.observers):
+            try:
+                observer.on_event(event)
+            except Exception:   # noqa: BLE001 - an output must never break the call
+                log.exception("call %s: observer %s failed on %s; it gets no more events of "
+                              "this call", self.call_id, type(observer).__name__,
+                              type(event).__name__)
+                self.observers.remove(observer)
 
-    def _take_back(self) -> None:
-        """The caller speaks while the answer to a quick end is starting: take it back."""
-        r, self._resumable = self._resumable, None
-        if (r is not None and self.playback.playing and len(self.turns) == r.turns
-                and self.clock_ms - r.at_ms <= RESUME_MS):
-            self.dialogue.restore(r.memento)
-            self._continuing = r.text
-
-    def _heard(self, text: str, engine: str | None, confidence: float | None,
-               decode_ms: float, speech_ms: int) -> Turn:
+    def _heard(self, text: str, final: Final | None) -> Turn:
+        """The caller's words for this turn: decide, queue the answer, tell the observers."""
         t0 = time.perf_counter()
         self.quiet_ms = 0
         turn = self.dialogue.hear(text)
-        turn.asr_engine, turn.asr_confidence = engine, confidence
+        if final is not None:
+            turn.asr_engine, turn.asr_confidence = final.engine, final.confidence
         self._play(turn)
-        if any(isinstance(e, Say) for e in turn.events):
-            self.latencies.append(LatencyMark((time.perf_counter() - t0) * 1000, decode_ms,
-                                              speech_ms))
+        latency = (time.perf_counter() - t0) * 1000 if turn.bot_text else None
+        quick = final is not None and final.quick
+        self._emit(TurnDecided(turn, self.clock_ms, latency,
+                               final.decode_ms if final is not None else None,
+                               final.speech_ms if final is not None else None, quick))
+        if self.turn_taker is not None:
+            self.turn_taker.answered(turn, quick)
+        return turn
+
+    def _decided(self, turn: Turn) -> Turn:
+        """A turn no caller words started (greeting, silence, key)."""
+        self._play(turn)
+        self._emit(TurnDecided(turn, self.clock_ms))
+        if self.turn_taker is not None:
+            self.turn_taker.answered(turn, quick=False)
         return turn
 
     def _barge_in(self) -> None:
         if self.playback.playing:
             dropped = self.playback.flush()
-            self.observer(BargeIn(played_ms=dropped * self.frame_ms))
+            self._emit(BargeIn(played_ms=dropped * FRAME_MS, at_ms=self.clock_ms))
 
     def _play(self, turn: Turn) -> Turn:
         first = True
         for event in turn.events:
             if isinstance(event, Say):
                 if not first:
-                    self.playback.extend(b"\x00" * (TELEPHONY_RATE * GAP_MS // 1000 * 2),
-                                         self.frame_ms)
-                self.playback.extend(self.engines.tts.get(event.text, event.slow), self.frame_ms)
+                    self.playback.extend(b"\x00" * (TELEPHONY_RATE * GAP_MS // 1000 * 2))
+                self.playback.extend(self.engines.tts.get(event.text, event.slow))
                 first = False
-            elif isinstance(event, (Transfer, HangUp)):
-                self.ending = event
+        if turn.ending is not None:
+            self.ending = turn.ending
         self.turns.append(turn)
-        self.observer(turn)
         return turn
 
     def _maybe_end(self) -> None:
         """Hand the transfer or hang-up over once its announcement has been played."""
         if self.ending is not None and not self.playback.playing and not self.ended.is_set():
             self.ended.set()
-            self.observer(self.ending)
+            self._emit(Ended(self.ending, self.clock_ms))

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, read_wav, split_frames
-from .events import HangUp, Transfer, Turn
+from .events import BargeIn, CallEvent, Ended, HangUp, Transfer, Turn, TurnDecided
 from .session import CallSession, Engines
+
+if TYPE_CHECKING:
+    from .transcripts import CallRecorder
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class SimulationResult:
     caller_audio: bytes = b""
     duration_ms: int = 0
     barge_ins: int = 0
-    extra: dict = field(default_factory=dict)
+    decided: list[TurnDecided] = field(default_factory=list)   # every turn, with its latency
 
     def to_json(self) -> dict:
         transfer = None
@@ -60,33 +63,51 @@ def prepare(turns: Iterable[CallerTurn]) -> list[CallerTurn]:
     return out
 
 
+class _Watcher:
+    """The simulator's own observer: turns as they are decided, barge-ins, the ending."""
+
+    def __init__(self, on_turn: Callable[[Turn], None] | None) -> None:
+        self.on_turn = on_turn
+        self.decided: list[TurnDecided] = []
+        self.barge_ins = 0
+        self.ended: Transfer | HangUp | None = None
+        self.error: BaseException | None = None   # from on_turn: stops the simulation
+
+    def on_event(self, event: CallEvent) -> None:
+        if isinstance(event, TurnDecided):
+            self.decided.append(event)
+            if self.on_turn is not None and self.error is None:
+                try:
+                    self.on_turn(event.turn)
+                except BaseException as exc:     # e.g. `callbot simulate | head`: stop
+                    self.error = exc
+        elif isinstance(event, BargeIn):
+            self.barge_ins += 1
+        elif isinstance(event, Ended):
+            self.ended = event.ending
+
+    def check(self) -> None:
+        """Raise what on_turn raised (the session itself never lets an observer stop it)."""
+        if self.error is not None:
+            raise self.error
+
+
 def simulate(engines: Engines, turns: Iterable[CallerTurn],
              on_turn: Callable[[Turn], None] | None = None,
-             max_ms: int | None = None, recorder=None) -> SimulationResult:
+             max_ms: int | None = None, recorder: "CallRecorder | None" = None
+             ) -> SimulationResult:
     """Play a whole call; returns when it ends (or at ``max_ms`` of call time: ongoing).
 
     ``recorder``: a :class:`callbot.transcripts.CallRecorder` that keeps the transcript, as
-    for a real call.
+    for a real call (closed at the end).
     """
     config = engines.config
-    fm = FRAME_MS
-    silence = b"\x00" * frame_bytes(TELEPHONY_RATE, fm)
+    silence = b"\x00" * frame_bytes(TELEPHONY_RATE, FRAME_MS)
     bot: list[bytes] = []
     caller: list[bytes] = []
-    barge = [0]
-
-    def observe(event: object) -> None:
-        if recorder is not None:
-            recorder.observe(event)
-        if isinstance(event, Turn) and on_turn:
-            on_turn(event)
-        elif type(event).__name__ == "BargeIn":
-            barge[0] += 1
-
-    session = CallSession(engines, call_id="simulation", observer=observe,
-                          audio_tap=recorder.audio_tap if recorder is not None else None)
-    if recorder is not None:
-        recorder.attach(session)
+    watcher = _Watcher(on_turn)
+    session = CallSession(engines, call_id="simulation",
+                          observers=[watcher] + ([recorder] if recorder is not None else []))
     if max_ms is None:
         ep = config.endpointing
         max_ms = 60_000 + ep.no_input_ms * (config.dialogue.no_input_limit
@@ -97,34 +118,38 @@ def simulate(engines: Engines, turns: Iterable[CallerTurn],
         session.push(frame)
         caller.append(frame)
         bot.append(session.pull())
+        watcher.check()
 
     def wait_until_quiet() -> None:
         while session.speaking and not session.ended.is_set() and session.clock_ms < limit[0]:
             tick()
 
     session.start()
+    watcher.check()
     iterator: Iterator[CallerTurn] = iter(turns)
     for turn in iterator:
         wait_until_quiet()
-        if session.ended.is_set() or session.dialogue.ending is not None:
+        if session.ended.is_set() or session.ending is not None:
             break
         limit[0] = session.clock_ms + max_ms
-        before = len(session.turns)
+        before = len(watcher.decided)
         if turn.kind == "text":
             tick()
             session.hear(turn.value)
+            watcher.check()
         elif turn.kind == "dtmf":
             for digit in turn.value:
                 tick()
                 session.dtmf(digit)
+                watcher.check()
                 for _ in range(5):   # keys arrive about 100 ms apart
                     tick()
         elif turn.kind == "wav":
             pcm = read_wav(turn.value).tobytes()
-            for frame in split_frames(pcm, TELEPHONY_RATE, fm):
+            for frame in split_frames(pcm, TELEPHONY_RATE, FRAME_MS):
                 tick(frame)
             # Let the endpointer hear the end of speech and the bot answer (or time out).
-            while len(session.turns) == before and not session.ended.is_set() \
+            while len(watcher.decided) == before and not session.ended.is_set() \
                     and session.clock_ms < limit[0]:
                 tick()
         else:
@@ -133,16 +158,16 @@ def simulate(engines: Engines, turns: Iterable[CallerTurn],
     limit[0] = session.clock_ms + max_ms
     while not session.ended.is_set() and session.clock_ms < limit[0]:
         tick()
-    ending = session.ending if session.ended.is_set() else None
+    ending = watcher.ended
     session.close()
     if recorder is not None:
         recorder.close()
     outcome = ("transferred" if isinstance(ending, Transfer)
                else "hung_up" if isinstance(ending, HangUp) else "ongoing")
-    return SimulationResult(turns=session.turns, outcome=outcome, ending=ending,
-                            bot_audio=b"".join(bot), caller_audio=b"".join(caller),
-                            duration_ms=session.clock_ms, barge_ins=barge[0],
-                            extra={"latencies": session.latencies})
+    return SimulationResult(turns=[d.turn for d in watcher.decided], outcome=outcome,
+                            ending=ending, bot_audio=b"".join(bot),
+                            caller_audio=b"".join(caller), duration_ms=session.clock_ms,
+                            barge_ins=watcher.barge_ins, decided=watcher.decided)
 
 
 def transcript_lines(turn: Turn) -> list[str]:

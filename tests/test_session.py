@@ -9,10 +9,11 @@ import pytest
 from callbot.audio import read_wav, split_frames
 from callbot.dialogue import Dialogue, State
 from callbot.endpointing import Endpointer, Mark
-from callbot.events import BargeIn, HangUp, Turn
-from callbot.listener import Final, Listener
+from callbot.events import BargeIn, CallAudio, Ended, Final, HangUp, TakenBack, TurnDecided
+from callbot.listener import Listener
 from callbot.session import CallSession, Engines
 from callbot.text import normalize
+from callbot.turns import TurnState, TurnTaker
 
 SOUNDS = "/usr/share/asterisk/sounds/fr"
 FRAME = 320   # 20 ms at 8 kHz, 16-bit
@@ -27,6 +28,18 @@ def frames_of(*wavs, gap_ms=0):
 
 
 SILENCE = b"\x00" * FRAME
+
+
+class Events(list):
+    """A call observer that keeps every event but the per-frame audio."""
+
+    def on_event(self, event):
+        if not isinstance(event, CallAudio):
+            self.append(event)
+
+    @property
+    def turns(self):
+        return [e.turn for e in self if isinstance(e, TurnDecided)]
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +80,17 @@ def test_long_utterance_is_cut_at_the_maximum(config):
 
 
 def test_barge_in_flushes_playback_at_once(engines):
-    events = []
-    s = CallSession(engines, "barge", observer=events.append)
+    events = Events()
+    s = CallSession(engines, "barge", observers=[events])
     s.start()
     assert s.speaking
     # The caller talks over the greeting.
     speech = frames_of(f"{SOUNDS}/vm-goodbye.wav", gap_ms=1000)
+    fed = 0
     for f in speech:
         s.push(f)
         s.pull()
+        fed += 1
         if any(isinstance(e, BargeIn) for e in events):
             break
     barge = [e for e in events if isinstance(e, BargeIn)]
@@ -83,34 +98,34 @@ def test_barge_in_flushes_playback_at_once(engines):
     # Nothing of the greeting is left: the next frame out is silence.
     assert s.pull() == SILENCE
     # The rest of the utterance is still heard and answered.
-    for f in speech[len(events):] + [SILENCE] * 100:
+    for f in speech[fed:] + [SILENCE] * 100:
         s.push(f)
         if s.dialogue.ending:
             break
-    turns = [e for e in events if isinstance(e, Turn) and e.caller]
+    turns = [t for t in events.turns if t.caller]
     assert turns and turns[-1].intent == "au_revoir"
 
 
 def test_no_input_timer_runs_after_the_bot_stops_speaking(engines, config):
-    events = []
-    s = CallSession(engines, "silent", observer=events.append)
+    events = Events()
+    s = CallSession(engines, "silent", observers=[events])
     s.start()
     greeting_frames = len(s.playback.frames)
     no_input_frames = config.endpointing.no_input_ms // 20
     for _ in range(greeting_frames + no_input_frames - 2):
         s.push(SILENCE)
         s.pull()
-    assert len([e for e in events if isinstance(e, Turn)]) == 1     # still just the greeting
+    assert len(events.turns) == 1     # still just the greeting
     for _ in range(4):
         s.push(SILENCE)
         s.pull()
-    turns = [e for e in events if isinstance(e, Turn)]
+    turns = events.turns
     assert len(turns) == 2 and turns[1].events[0].key == "prompt:no_input"
 
 
 def test_hang_up_waits_for_the_goodbye_to_be_played(engines):
-    events = []
-    s = CallSession(engines, "bye", observer=events.append)
+    events = Events()
+    s = CallSession(engines, "bye", observers=[events])
     s.start()
     s.playback.flush()
     s.hear("au revoir")
@@ -121,7 +136,7 @@ def test_hang_up_waits_for_the_goodbye_to_be_played(engines):
         s.pull()
     s.push(SILENCE)
     assert s.ended.is_set() and isinstance(s.ending, HangUp)
-    assert isinstance(events[-1], HangUp)
+    assert isinstance(events[-1], Ended) and isinstance(events[-1].ending, HangUp)
 
 
 def test_answers_come_from_the_prerendered_cache(engines, kb):
@@ -168,19 +183,32 @@ def test_announce_speaks_outside_the_dialogue(engines):
         b"\x00" * ((-len(engines.tts.get("Nos conseillers sont absents. Au revoir."))) % FRAME)
 
 
-def _turn_end(listener, speech, wait_for_hypothesis=True):
+def _taker(engines, config, endpointing=None):
+    """A real listener (endpointer + recognizer) and dialogue behind a turn taker."""
+    ep = endpointing or config.endpointing
+    dialogue = Dialogue(engines.kb, engines.classifier, config.dialogue)
+    dialogue.start()
+    return TurnTaker(Listener(engines.asr, ep), dialogue, ep)
+
+
+def _turn_end(taker, speech, wait_for_hypothesis=True):
     """Feed speech then silence; return (final, ms of silence fed when it came). The test
     waits for a speculative decode before each frame, as a machine fast enough would."""
+    clock = 0
     for f in speech:
-        for ev in listener.feed(f):
+        clock += 20
+        for ev in taker.feed(f, clock, playing=False):
             if isinstance(ev, Final):
                 raise AssertionError(f"turn ended inside the speech: {ev}")
     for i in range(1, 100):
-        if wait_for_hypothesis and listener._speculating:
+        if wait_for_hypothesis and taker.state is TurnState.SPECULATING:
             deadline = time.monotonic() + 30
-            while listener.recognizer.hypothesis() is None and time.monotonic() < deadline:
+            recognizer = taker.listener.recognizer
+            while recognizer.hypothesis() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
-        finals = [ev for ev in listener.feed(SILENCE) if isinstance(ev, Final)]
+        clock += 20
+        finals = [ev for ev in taker.feed(SILENCE, clock, playing=False)
+                  if isinstance(ev, Final)]
         if finals:
             return finals[0], i * 20
     raise AssertionError("no end of turn")
@@ -195,18 +223,15 @@ def _trailing_quiet_ms(speech, config):
 
 def test_quick_end_when_the_request_is_already_understood(engines, config):
     ep = config.endpointing
-    dialogue = Dialogue(engines.kb, engines.classifier, config.dialogue)
-    dialogue.start()
     goodbye = frames_of(f"{SOUNDS}/vm-goodbye.wav")
-    listener = Listener(engines.asr, ep, complete=dialogue.complete)
+    taker = _taker(engines, config)
     tail = _trailing_quiet_ms(goodbye, config)
-    final, silence = _turn_end(listener, goodbye)
+    final, silence = _turn_end(taker, goodbye)
     assert final.quick and normalize(final.text) == "au revoir"
     assert ep.quick_end_ms <= tail + silence < ep.end_silence_ms
-    assert not listener.in_speech
+    assert not taker.listener.in_speech
     # The same words with the quick end off: the full end-of-turn silence.
-    off = Listener(engines.asr, dataclasses.replace(ep, quick_end="off"),
-                   complete=dialogue.complete)
+    off = _taker(engines, config, dataclasses.replace(ep, quick_end="off"))
     final, silence = _turn_end(off, goodbye)
     assert not final.quick and normalize(final.text) == "au revoir"
     assert tail + silence >= ep.end_silence_ms
@@ -215,11 +240,9 @@ def test_quick_end_when_the_request_is_already_understood(engines, config):
 def test_no_quick_end_for_what_is_not_understood(engines, config):
     """'Vous êtes la seule personne dans cette conférence' is no SIRENE request: the caller
     may still be on the way to the question, so the turn waits for the usual silence."""
-    dialogue = Dialogue(engines.kb, engines.classifier, config.dialogue)
-    dialogue.start()
-    listener = Listener(engines.asr, config.endpointing, complete=dialogue.complete)
+    taker = _taker(engines, config)
     speech = frames_of(f"{SOUNDS}/conf-onlyperson.wav")
-    final, silence = _turn_end(listener, speech)
+    final, silence = _turn_end(taker, speech)
     assert not final.quick and final.text
     assert _trailing_quiet_ms(speech, config) + silence >= config.endpointing.end_silence_ms
 
@@ -238,11 +261,11 @@ def test_a_pause_then_more_speech_drops_the_speculation(engines, config):
     """The caller pauses past the speculation point and goes on: no early end, and the
     final covers both parts."""
     ep = dataclasses.replace(config.endpointing, quick_end="always")
-    listener = Listener(engines.asr, ep)
+    taker = _taker(engines, config, ep)
     pause = [SILENCE] * (ep.quick_end_ms // 20 - 2)    # past half the quick end: speculating
     speech = frames_of(f"{SOUNDS}/vm-goodbye.wav") + pause + frames_of(
         f"{SOUNDS}/auth-thankyou.wav")
-    final, _ = _turn_end(listener, speech)
+    final, _ = _turn_end(taker, speech)
     assert normalize(final.text) == "au revoir merci"
 
 
@@ -255,8 +278,8 @@ def test_a_request_cut_by_a_quick_end_is_heard_whole(stand_in_config):
         asr=dataclasses.replace(stand_in_config.asr, engine="vosk"),
         endpointing=dataclasses.replace(stand_in_config.endpointing, quick_end="always"))
     engines = Engines.load(cfg)
-    events = []
-    s = CallSession(engines, "resume", observer=events.append)
+    events = Events()
+    s = CallSession(engines, "resume", observers=[events])
     s.start()
     s.playback.flush()
     for f in frames_of(f"{SOUNDS}/conf-onlyperson.wav"):
@@ -272,6 +295,7 @@ def test_a_request_cut_by_a_quick_end_is_heard_whole(stand_in_config):
         if len(s.turns) == 3:
             break
     assert any(isinstance(e, BargeIn) for e in events)
+    assert [e.text for e in events if isinstance(e, TakenBack)] == [first.caller]
     last = s.turns[-1]
     assert last.caller.startswith(first.caller + " ") and len(last.caller) > len(first.caller) + 1
     assert s.dialogue.not_understood == 1      # the first part alone no longer counts

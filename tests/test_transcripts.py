@@ -22,6 +22,7 @@ from transcript_calls import run_call, tone
 
 from callbot.config import load_config
 from callbot.errors import ConfigError
+from callbot.events import TurnDecided
 from callbot.transcripts import (
     CALLER_HANGUP,
     ERROR,
@@ -58,9 +59,17 @@ def _turns(store, call_id):
 
 def test_resolved_call_is_recorded_turn_by_turn(store, text_engines):
     t0 = time.time()
+    decided = []
+
+    class Decided:
+        def on_event(self, event):
+            if isinstance(event, TurnDecided):
+                decided.append(event)
+
     _rec, session = run_call(text_engines, store, "call-resolved",
-                            [("say", "comment je trouve mon code ape"), ("say", "au revoir")],
-                            sip_call_id="abc@10.0.0.1", caller="+33612345678", worker="w1")
+                             [("say", "comment je trouve mon code ape"), ("say", "au revoir")],
+                             sip_call_id="abc@10.0.0.1", caller="+33612345678", worker="w1",
+                             observers=(Decided(),))
     assert store.flush()
     call = store.get_call("call-resolved")
     assert call["outcome"] == RESOLVED and call["detail"] == "caller_goodbye"
@@ -81,9 +90,9 @@ def test_resolved_call_is_recorded_turn_by_turn(store, text_engines):
     assert answer["answer_id"] == "answer:connaitre_code_ape"
     assert [e["key"] for e in answer["events"]] == ["answer:connaitre_code_ape",
                                                    "prompt:another_question"]
-    # the session's latency marks land on the caller rows they answer
-    marks = [round(m.final_to_audio_ms, 2) for m in session.latencies]
-    assert [ask["latency_ms"], bye["latency_ms"]] == marks
+    # each answer's latency, as the session emitted it, lands on the caller row it answers
+    marks = [round(d.latency_ms, 2) for d in decided if d.turn.caller is not None]
+    assert [ask["latency_ms"], bye["latency_ms"]] == marks and all(m > 0 for m in marks)
     assert bye["intent"] == "au_revoir" and goodbye["events"][-1] == {
         "type": "hangup", "reason": "caller_goodbye"}
     assert [t["seq"] for t in turns] == [1, 2, 3, 4, 5]
@@ -146,9 +155,7 @@ def test_a_finished_turn_survives_sigkill_and_the_call_is_closed_as_error(store_
         config = load_config(sys.argv[1])
         store = open_store(config)
         rec = CallRecorder(store, CallInfo("crash-1", "sip-crash", "0612345678", "crashy"))
-        s = CallSession(Engines.load(config, asr=False), "crash-1", observer=rec.observe,
-                        audio_tap=rec.audio_tap)
-        rec.attach(s)
+        s = CallSession(Engines.load(config, asr=False), "crash-1", observers=[rec])
         s.start()
         for text in ("comment je trouve mon code ape", "oui"):
             until_quiet(s)
@@ -429,7 +436,7 @@ def test_recording_is_stereo_caller_left_bot_right(config, tmp_path, text_engine
     store.close()
     # off by default: no tap, no file
     assert CallRecorder(open_store(dataclasses.replace(cfg, recording=config.recording)),
-                        CallInfo("no-rec")).audio_tap is None
+                        CallInfo("no-rec")).recording is None
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -471,7 +478,7 @@ def test_transcripts_can_be_switched_off(config, tmp_path, text_engines):
     store = open_store(cfg)
     rec, session = run_call(text_engines, store, "off", [("say", "au revoir")])
     rec.transfer_result("sip:x@y", "accepted")
-    assert session.ended.is_set() and rec.audio_tap is None
+    assert session.ended.is_set() and rec.recording is None
     store.flush()
     assert store.list_calls() == ([], 0)
     assert not (tmp_path / "recordings").exists()

@@ -33,16 +33,14 @@ def until_quiet(session: CallSession, limit_ms: int = 120_000, frame: bytes = SI
 
 def run_call(engines, store, call_id: str, steps: list[tuple], *, caller: str = "+33612345678",
              worker: str = "test-worker", started_at: float | None = None,
-             sip_call_id: str | None = None, frame: bytes = SILENCE, close: bool = True
-             ) -> tuple[CallRecorder, CallSession]:
+             sip_call_id: str | None = None, frame: bytes = SILENCE, close: bool = True,
+             observers: tuple = ()) -> tuple[CallRecorder, CallSession]:
     """Play ``steps`` — ("say", text), ("dtmf", keys), ("barge", digit) (a key pressed while
     the bot speaks), ("hangup",) — then let the call end by itself (silences) unless hung up."""
     info = CallInfo(call_id, sip_call_id or f"sip-{call_id}", caller, worker,
                     started_at if started_at is not None else time.time())
     recorder = CallRecorder(store, info)
-    session = CallSession(engines, call_id, observer=recorder.observe,
-                          audio_tap=recorder.audio_tap)
-    recorder.attach(session)
+    session = CallSession(engines, call_id, observers=[recorder, *observers])
     session.start()
     hung_up = False
     for step in steps:

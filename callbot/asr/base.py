@@ -37,8 +37,9 @@ class Recognizer(Protocol):
         ...
 
     # --- early end of turn ------------------------------------------------------------------
-    # The listener may end a turn after a short silence when what was said so far is already
-    # a complete request. It needs the engine's best guess before the utterance is closed.
+    # The turn taker (callbot/turns.py) may end a turn after a short silence when what was
+    # said so far is already a complete request. It needs the engine's best guess before the
+    # utterance is closed.
 
     def speculate(self) -> None:
         """The caller has paused: start working out :meth:`hypothesis` for the audio so far

@@ -24,7 +24,7 @@ CTranslate2 models accept concurrent calls from several Python threads: with
 ``num_workers=1`` they are queued inside CTranslate2 and run one at a time on
 ``cpu_threads`` threads, which is what a 2-core machine wants.
 
-Speculation. When the caller pauses, the listener asks for a hypothesis before the
+Speculation. When the caller pauses, the turn taker asks for a hypothesis before the
 utterance is over (:meth:`WhisperRecognizer.speculate`): the decode runs on the engine's
 small thread pool while the silence is still being timed, so that when the turn ends the
 transcript is usually ready. If the caller speaks again the speculative result is dropped.

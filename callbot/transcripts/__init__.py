@@ -6,9 +6,7 @@ Public API (the SIP worker, the simulator, the console)::
 
     store = open_store(config)                      # once per process
     recorder = CallRecorder(store, CallInfo(call_id, sip_call_id, caller_number, worker))
-    session = CallSession(engines, call_id, observer=recorder.observe,
-                          audio_tap=recorder.audio_tap)
-    recorder.attach(session)
+    session = CallSession(engines, call_id, observers=[recorder])
     ...
     recorder.transfer_result(target, result)        # the SIP side knows how a transfer went
     recorder.close()                                # or close("error", detail="...")

@@ -3,15 +3,15 @@
 Wiring (SIP worker or simulator)::
 
     recorder = CallRecorder(store, CallInfo(call_id, sip_call_id, caller_number, worker))
-    session = CallSession(engines, call_id, observer=recorder.observe,
-                          audio_tap=recorder.audio_tap)
-    recorder.attach(session)          # latencies and call time come from the session
+    session = CallSession(engines, call_id, observers=[recorder])
     ...
     recorder.transfer_result("sip:conseillers@pbx", "accepted")   # when the SIP side knows
     recorder.close()                  # outcome taken from what the call did
 
-Each observed :class:`~callbot.events.Turn` becomes a caller row (speech, key or silence)
-and a bot row (what it said, the answer id, every event), queued for the writer thread.
+It is a :class:`~callbot.events.CallObserver`: each :class:`~callbot.events.TurnDecided`
+becomes a caller row (speech, key or silence, with the answer's latency) and a bot row (what
+it said, the answer id, every event), queued for the writer thread; ``CallAudio`` events feed
+the stereo recording and the call clock.
 A failure here is logged once and swallowed: recording must never break a call.
 """
 
@@ -26,12 +26,11 @@ import time
 from functools import partial
 from typing import Any
 
-from ..events import BargeIn, HangUp, Say, Transfer, Turn
+from ..events import (BargeIn, CallAudio, CallEvent, Ended, Failed, HangUp, Say, Transfer,
+                      TurnDecided)
 from . import writes
 from .records import (
-    ADVISOR_INTENT,
     CALLER_HANGUP,
-    CONTROL_INTENTS,
     NO_INPUT,
     RESOLVED,
     TRANSFERRED,
@@ -70,15 +69,15 @@ class CallRecorder:
     def __init__(self, store: TranscriptStore, info: CallInfo):
         self.store = store
         self.info = info
-        self.session: Any = None
         self.ending: Transfer | HangUp | None = None   # played to the end
+        self.decided: Transfer | HangUp | None = None  # decided (maybe cut by a hang-up)
+        self.failure: Failed | None = None
+        self.clock_ms = 0
         self.closed = False
         self.caller_turns = 0
         self.answers = 0
         self._seq = 0
         self._last_bot_seq: int | None = None
-        self._pending: list[tuple[int, int]] = []   # (caller row, index in session.latencies)
-        self._heard = 0
         self._said_error = False
         self._wav: StereoWavWriter | None = None
         self._wav_lock = threading.Lock()
@@ -98,39 +97,34 @@ class CallRecorder:
                           store.recordings, exc.strerror)
         store.submit(partial(writes.insert_call, self._call_row()))
 
-    # --- wiring -----------------------------------------------------------------------------
-    @property
-    def audio_tap(self):
-        """What to pass as CallSession's audio_tap: None unless [recording] is enabled."""
-        return self.audio if self._wav is not None else None
-
-    def attach(self, session: Any) -> None:
-        """The session whose latencies and call clock complete the rows."""
-        self.session = session
-
     # --- events -----------------------------------------------------------------------------
-    def observe(self, event: object) -> None:
-        """The CallSession observer: a Turn, a BargeIn, or the Transfer/HangUp once played."""
-        if self.closed:
-            return
+    def on_event(self, event: CallEvent) -> None:
+        """Never raises (a failure is logged once): recording cannot break a call."""
         try:
-            self._reconcile()
-            if isinstance(event, Turn):
+            if isinstance(event, CallAudio):
+                self.clock_ms = event.at_ms
+                if self._wav is not None:
+                    self._audio(event.caller, event.bot)
+            elif self.closed:
+                return
+            elif isinstance(event, TurnDecided):
                 self._turn(event)
             elif isinstance(event, BargeIn):
                 if self._last_bot_seq is not None:
                     self._update_turn(self._last_bot_seq, {"barge_in_ms": event.played_ms})
-            elif isinstance(event, (Transfer, HangUp)):
-                self.ending = event
-                if isinstance(event, Transfer):
+            elif isinstance(event, Ended):
+                self.ending = event.ending
+                if isinstance(event.ending, Transfer):
                     self.store.submit(partial(writes.update_call, self.info.call_id,
-                                              {"transfer_reason": event.reason,
-                                               "summary": event.context.summary}))
+                                              {"transfer_reason": event.ending.reason,
+                                               "summary": event.ending.context.summary}))
+            elif isinstance(event, Failed):
+                self.failure = event
         except Exception:
-            self._error("observe")
+            self._error("on_event")
 
-    def audio(self, caller: bytes, bot: bytes) -> None:
-        """The CallSession audio tap: one 20 ms frame of each side."""
+    def _audio(self, caller: bytes, bot: bytes) -> None:
+        """One 20 ms frame of each side, into the stereo recording."""
         with self._wav_lock:
             if self._wav is None:
                 return
@@ -153,16 +147,16 @@ class CallRecorder:
 
     def close(self, outcome: str | None = None, detail: str | None = None) -> None:
         """The call is over. ``outcome`` None: taken from the call (resolved, transferred, no
-        input, hung up by the caller); the SIP side passes "error" with a ``detail``."""
+        input, hung up by the caller, or an error the session reported); the SIP side may
+        pass "error" with a ``detail``."""
         if self.closed:
             return
         self.closed = True
         try:
-            self._reconcile(final=True)
-            ending = self.ending
-            pending = getattr(self.session, "ending", None)
-            if ending is None and pending is not None:
-                ending = pending
+            ending = self.ending or self.decided
+            if outcome is None and self.failure is not None:
+                outcome = "error"
+                detail = detail or f"{self.failure.where}: {self.failure.error}"[:300]
             if outcome is None:
                 outcome = outcome_of(ending, played=self.ending is not None)
             if detail is None and isinstance(ending, HangUp):
@@ -172,7 +166,7 @@ class CallRecorder:
             with self._wav_lock:
                 self._close_wav()
             now = time.time()
-            clock = getattr(self.session, "clock_ms", 0)
+            clock = self.clock_ms
             row = self._call_row()
             row.update(ended_at=now, outcome=outcome, detail=detail,
                        duration_ms=int(clock) if clock else int((now - self.info.started_at)
@@ -195,9 +189,10 @@ class CallRecorder:
         self._seq += 1
         return self._seq
 
-    def _turn(self, turn: Turn) -> None:
-        now = time.time()
-        offset = getattr(self.session, "clock_ms", None)
+    def _turn(self, decided: TurnDecided) -> None:
+        turn, now, offset = decided.turn, time.time(), decided.at_ms
+        if turn.ending is not None:
+            self.decided = turn.ending
         says = [e for e in turn.events if isinstance(e, Say)]
         greeting = any(s.key == "prompt:greeting" for s in says) and turn.caller is None
         kind = ("speech" if turn.caller is not None else "dtmf" if turn.dtmf is not None
@@ -214,10 +209,11 @@ class CallRecorder:
                 "alternatives": json.dumps([[i, round(float(p), 4)]
                                             for i, p in turn.alternatives])
                 if turn.alternatives else None,
-                "dtmf": turn.dtmf, "state": turn.state})
-            if kind == "speech" and says:
-                self._pending.append((seq, self._heard))
-                self._heard += 1
+                "dtmf": turn.dtmf, "state": turn.state,
+                "latency_ms": None if decided.latency_ms is None
+                else round(decided.latency_ms, 2),
+                "decode_ms": None if decided.decode_ms is None
+                else round(decided.decode_ms, 2)})
         if turn.events:
             seq = self._next()
             self._last_bot_seq = seq
@@ -227,8 +223,7 @@ class CallRecorder:
                 "answer_id": says[0].key if says else None,
                 "events": json.dumps([e.to_json() for e in turn.events], ensure_ascii=False),
                 "state": turn.state})
-        answers = sum(1 for s in says if s.key.startswith("answer:")
-                      and s.key[7:] not in CONTROL_INTENTS and s.key[7:] != ADVISOR_INTENT)
+        answers = turn.answers
         caller = 1 if kind == "speech" else 0
         self.caller_turns += caller
         self.answers += answers
@@ -238,21 +233,6 @@ class CallRecorder:
 
     def _update_turn(self, seq: int, fields: dict[str, Any]) -> None:
         self.store.submit(partial(writes.update_turn, self.info.call_id, seq, fields))
-
-    def _reconcile(self, final: bool = False) -> None:
-        """Attach each answer's latency (appended by the session just after it observed the
-        turn) to the caller row it answers."""
-        if not self._pending:
-            return
-        marks = getattr(self.session, "latencies", None) or []
-        left = []
-        for seq, k in self._pending:
-            if k < len(marks):
-                self._update_turn(seq, {"latency_ms": round(marks[k].final_to_audio_ms, 2),
-                                        "decode_ms": round(marks[k].decode_ms, 2)})
-            elif not final:
-                left.append((seq, k))
-        self._pending = left
 
     def _close_wav(self) -> None:
         if self._wav is not None:

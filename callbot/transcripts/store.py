@@ -38,7 +38,7 @@ TURN_COLUMNS = ("call_id", "seq", "at", "offset_ms", "speaker", "kind", "text", 
                 "asr_confidence", "intent", "confidence", "decision", "alternatives",
                 "answer_id", "events", "latency_ms", "decode_ms", "barge_in_ms", "dtmf",
                 "state")
-UPDATABLE_TURN = {"latency_ms", "decode_ms", "barge_in_ms"}
+UPDATABLE_TURN = {"barge_in_ms"}
 UPDATABLE_CALL = {"transfer_target", "transfer_result", "transfer_reason", "summary",
                   "recording"}
 

@@ -38,7 +38,7 @@ def insert_turns(rows: list[Mapping[str, Any]], call_id: str, caller_turns: int,
 
 
 def update_turn(call_id: str, seq: int, fields: Mapping[str, Any], conn: Connection) -> None:
-    """Facts known after the turn was written: its latency, a barge-in."""
+    """Facts known after the turn was written: a barge-in."""
     bad = set(fields) - UPDATABLE_TURN
     if bad:
         raise ValueError(f"turn fields not updatable: {sorted(bad)}")
