@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 # Debian packages: espeak-ng (French voice), sox; asterisk sounds (real French speech for tests);
 # sip-tester (SIPp), baresip-core, kamailio: the SIP side's test user agents and dispatcher;
 # postgresql: the transcript store's tests start a real server; chromium: the console's
-# browser tests (Playwright drives Debian's chromium, never a downloaded browser)
+# browser tests (Playwright drives Debian's chromium, never a downloaded browser);
+# libjemalloc2: the workers' allocator (workers.allocator)
 SYSTEM_PACKAGES := espeak-ng sox asterisk-core-sounds-fr-wav asterisk-core-sounds-fr \
-                   sip-tester baresip-core kamailio postgresql chromium
+                   sip-tester baresip-core kamailio postgresql chromium libjemalloc2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test system venv models train bench clean

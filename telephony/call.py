@@ -14,7 +14,9 @@ from __future__ import annotations
 import collections
 import queue
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Callable
 
 import pjsua2 as pj
 
@@ -26,11 +28,51 @@ from .transcript import new_recorder
 from .transfer import context_headers, refer_target
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from callbot.session import Engines
+
+    from .media import PortPool
+    from .runner import Log, RunnerPool
+    from .settings import TelephonySettings
 
 TAIL_S = 0.3    # after the last frame is pulled, let it cross the jitter buffer before BYE
 HOLD_GAP_S = 1.5   # longest silence a caller hears while a transfer is pending
 REASONS = {403: "Forbidden", 486: "Busy Here"}
+
+
+class Phase(str, Enum):
+    """Where a call is. new → answered → talking → hangup | transferring → (transferred |
+    fallback | bridging → bridged) → hangup_sent → gone; refused INVITEs go straight to
+    gone."""
+
+    NEW = "new"
+    ANSWERED = "answered"
+    TALKING = "talking"
+    HANGUP = "hangup"
+    TRANSFERRING = "transferring"
+    TRANSFERRED = "transferred"
+    FALLBACK = "fallback"
+    BRIDGING = "bridging"
+    BRIDGED = "bridged"
+    HANGUP_SENT = "hangup_sent"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a call may use of its worker: the shared engines, pools and store, the log, and
+    three callbacks. The call owns everything else and tears itself down."""
+
+    settings: "TelephonySettings"
+    engines: "Engines"
+    store: Any                       # the worker's transcript store, or None
+    ports: "PortPool"
+    pool: "RunnerPool"
+    log: "Log"
+    worker_port: int
+    post: Callable[[Action], None]   # runner threads → the main loop
+    forget: Callable[["BotCall"], None]   # the worker drops a call that is over
+    bury: Callable[[Any], None]      # keep a pjsua2 call object until pjsua is done with it
+    bridge_ports: Callable[[], int | None]
 
 
 def _audio_media(call: pj.Call) -> list[pj.AudioMedia]:
@@ -62,17 +104,15 @@ def _op(code: int = 0, headers: list[tuple[str, str]] | None = None) -> pj.CallO
 class BotCall(pj.Call):
     """An incoming call the bot answers (or refuses)."""
 
-    def __init__(self, worker: "Worker", account: pj.Account, call_id: int, key: int,
+    def __init__(self, context: CallContext, account: pj.Account, call_id: int, key: int,
                  source: str) -> None:
         super().__init__(account, call_id)
-        self.worker = worker
+        self.context = context
         self.key = key
         self.source = source
         self.sip_call_id = ""
         self.account = account          # a bridged transfer leaves through the same account
-        # new → answered → talking → hangup | transferring → (transferred | fallback |
-        # bridging → bridged) → hangup_sent → gone; refused INVITEs go straight to gone.
-        self.phase = "new"
+        self.phase = Phase.NEW
         self.refused = False
         self.inbox: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
         self.port: CallPort | None = None
@@ -105,15 +145,15 @@ class BotCall(pj.Call):
         self.sip_call_id = self.sip_call_id or info.callIdString
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.refused:
             self.confirmed = True
-            self.worker.log("answered", call=self.sip_call_id, key=self.key, source=self.source)
+            self.context.log("answered", call=self.sip_call_id, key=self.key, source=self.source)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if not self.hung_up_by:
                 self.hung_up_by = "caller"
-            self.worker.call_gone(self, info.lastStatusCode, info.lastReason)
+            self.teardown(info.lastStatusCode, info.lastReason)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         media = _audio_media(self)
-        if not media or self.phase in ("hangup_sent", "gone"):
+        if not media or self.phase in (Phase.HANGUP_SENT, Phase.GONE):
             return
         if self.port is None:
             self._start_session()
@@ -124,15 +164,15 @@ class BotCall(pj.Call):
         if not self._dtmf_allowed():
             return
         method = {0: "rfc2833", 1: "sip_info"}.get(prm.method, str(prm.method))
-        self.worker.log("dtmf", call=self.sip_call_id, digit=prm.digit, method=method)
-        if self.runner is not None and self.phase == "talking":
+        self.context.log("dtmf", call=self.sip_call_id, digit=prm.digit, method=method)
+        if self.runner is not None and self.phase is Phase.TALKING:
             self.runner.dtmf(prm.digit)
 
     def _dtmf_allowed(self) -> bool:
         """A person types a few keys a second and a SIREN is 9 to 14 keys; beyond
         ``sip.dtmf_per_s`` per second or ``sip.dtmf_per_call`` in all, keys are a flood:
         ignored (each one would be a turn, log lines and a transcript write)."""
-        sip = self.worker.settings.sip
+        sip = self.context.settings.sip
         now = time.monotonic()
         while self.dtmf_times and now - self.dtmf_times[0] > 1.0:
             self.dtmf_times.popleft()
@@ -140,20 +180,20 @@ class BotCall(pj.Call):
         if len(self.dtmf_times) >= sip.dtmf_per_s or self.dtmf_count > sip.dtmf_per_call:
             if self.dtmf_count == sip.dtmf_per_call + 1 or not self.flood_logged:
                 self.flood_logged = True
-                self.worker.log("dtmf_flood", call=self.sip_call_id, keys=self.dtmf_count)
+                self.context.log("dtmf_flood", call=self.sip_call_id, keys=self.dtmf_count)
             return False
         self.dtmf_times.append(now)
         return True
 
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
-        self.worker.log("transfer_status", call=self.sip_call_id, code=prm.statusCode,
+        self.context.log("transfer_status", call=self.sip_call_id, code=prm.statusCode,
                         reason=prm.reason, final=prm.finalNotify)
-        if self.phase != "transferring":
+        if self.phase is not Phase.TRANSFERRING:
             prm.cont = False
             return
         if 200 <= prm.statusCode < 300 and prm.finalNotify:
-            self.phase = "transferred"
-            self.worker.log("transferred", call=self.sip_call_id)
+            self.phase = Phase.TRANSFERRED
+            self.context.log("transferred", call=self.sip_call_id)
             self.record_transfer("accepted")
             self.hangup_at = time.monotonic()   # the transferee keeps our leg up otherwise
             prm.cont = False
@@ -168,7 +208,7 @@ class BotCall(pj.Call):
         """200 answers; anything else refuses the INVITE (403, 486, 503...)."""
         if code >= 300:
             self.refused = True
-            self.phase = "gone"
+            self.phase = Phase.GONE
             self.hung_up_by = "bot"
             prm = _op(code, [("Retry-After", "5")] if code == 503 else None)
             reason = reason or REASONS.get(code, "")
@@ -176,13 +216,13 @@ class BotCall(pj.Call):
                 prm.reason = reason
             self.hangup(prm)
         else:
-            self.phase = "answered"
+            self.phase = Phase.ANSWERED
             self.answer(_op(200))
 
     def on_action(self, action: Action) -> None:
         if action.kind == "ended":
             self.ending(action.payload)
-        elif action.kind == "said" and self.phase == "fallback":
+        elif action.kind == "said" and self.phase is Phase.FALLBACK:
             self.hangup_at = time.monotonic() + TAIL_S
         elif action.kind == "failed":
             self.error = f"runner: {action.payload}"
@@ -190,28 +230,28 @@ class BotCall(pj.Call):
 
     def force_hangup(self, why: str, detail: object = None) -> None:
         """End the call now for a reason of the SIP side (logged, kept in the transcript)."""
-        self.worker.log("hangup_forced", call=self.sip_call_id, why=why, detail=detail)
+        self.context.log("hangup_forced", call=self.sip_call_id, why=why, detail=detail)
         self.error = self.error or ("" if why == "max_duration" else why)
         self.hangup_now()
 
     def ending(self, event: HangUp | Transfer | None) -> None:
         """The session played its last words: hang up, or transfer."""
-        if self.phase != "talking":
+        if self.phase is not Phase.TALKING:
             return
         if isinstance(event, Transfer):
             self.start_transfer(event)
         else:
-            self.phase = "hangup"
+            self.phase = Phase.HANGUP
             self.hangup_at = time.monotonic() + TAIL_S
 
     def start_transfer(self, event: Transfer) -> None:
-        ts = self.worker.settings.transfer
+        ts = self.context.settings.transfer
         self.transfer = event
         headers = context_headers(event, self.sip_call_id)
         target = refer_target(ts.queue_uri, headers)
-        self.phase = "transferring"
+        self.phase = Phase.TRANSFERRING
         self.deadline = time.monotonic() + ts.refer_timeout_s
-        self.worker.log("refer", call=self.sip_call_id, target=ts.queue_uri,
+        self.context.log("refer", call=self.sip_call_id, target=ts.queue_uri,
                         headers=dict(headers))
         try:
             self.xfer(target, _op(headers=headers))
@@ -219,11 +259,11 @@ class BotCall(pj.Call):
             self.transfer_failed(f"REFER not sent: {exc.info(False).strip()}")
 
     def transfer_failed(self, why: str) -> None:
-        if self.phase != "transferring":
+        if self.phase is not Phase.TRANSFERRING:
             return
         self.deadline = None
-        ts = self.worker.settings.transfer
-        self.worker.log("transfer_failed", call=self.sip_call_id, why=why,
+        ts = self.context.settings.transfer
+        self.context.log("transfer_failed", call=self.sip_call_id, why=why,
                         next=ts.on_failure)
         self.record_transfer(f"failed: {why}")
         if ts.on_failure == "bridge" and self.transfer is not None and self.bridge is None:
@@ -232,28 +272,28 @@ class BotCall(pj.Call):
         self.fallback()
 
     def fallback(self) -> None:
-        self.phase = "fallback"
+        self.phase = Phase.FALLBACK
         self.deadline = None
         if self.runner is None:
             self.hangup_now()
             return
-        self.runner.say_then_report(self.worker.settings.transfer.fallback_text)
+        self.runner.say_then_report(self.context.settings.transfer.fallback_text)
 
     def start_bridge(self) -> bool:
         """Call the queue ourselves and connect the two calls (caller's REFER refused)."""
-        ts = self.worker.settings.transfer
+        ts = self.context.settings.transfer
         headers = context_headers(self.transfer, self.sip_call_id) if self.transfer else []
         bridge = BridgeCall(self)
         try:
             bridge.makeCall(ts.queue_uri, _op(headers=headers))
         except pj.Error as exc:
-            self.worker.log("bridge_failed", call=self.sip_call_id,
+            self.context.log("bridge_failed", call=self.sip_call_id,
                             why=exc.info(False).strip())
             return False
         self.bridge = bridge
-        self.phase = "bridging"
+        self.phase = Phase.BRIDGING
         self.deadline = time.monotonic() + ts.bridge_timeout_s
-        self.worker.log("bridge_dialing", call=self.sip_call_id, target=ts.queue_uri)
+        self.context.log("bridge_dialing", call=self.sip_call_id, target=ts.queue_uri)
         return True
 
     def bridge_up(self, media: list[pj.AudioMedia]) -> None:
@@ -264,13 +304,13 @@ class BotCall(pj.Call):
             for theirs in media:
                 mine.startTransmit(theirs)
                 theirs.startTransmit(mine)
-        self.phase = "bridged"
+        self.phase = Phase.BRIDGED
         self.bridged_at = time.monotonic()
-        self.worker.log("bridged", call=self.sip_call_id)
+        self.context.log("bridged", call=self.sip_call_id)
         self.record_transfer("bridged")
 
     def bridge_down(self, answered: bool) -> None:
-        if self.phase not in ("bridging", "bridged"):
+        if self.phase not in (Phase.BRIDGING, Phase.BRIDGED):
             return
         self.bridge = None
         if answered:
@@ -281,22 +321,22 @@ class BotCall(pj.Call):
     def tick(self, now: float) -> None:
         """The call's clock, on the main loop whatever its media: a call that never gets
         audio, or lasts too long, is ended here (a slot is never held by a silent INVITE)."""
-        sip = self.worker.settings.sip
+        sip = self.context.settings.sip
         if not self.media_seen and now - self.opened >= sip.media_timeout_s:
             # no audio stream (a=sendonly, a=inactive), no ACK, or no RTP packet at all
             self.force_hangup("no_media", f"no audio within {sip.media_timeout_s:g} s "
                                           f"(sendonly, inactive, unanswered or no RTP)")
             return
-        if self.phase == "bridged":
-            limit = self.worker.settings.transfer.bridge_max_s
+        if self.phase is Phase.BRIDGED:
+            limit = self.context.settings.transfer.bridge_max_s
             if limit and now - self.bridged_at >= limit:
                 self.force_hangup("bridge_max_duration")
                 return
-        elif self.phase not in ("hangup_sent", "gone") and now - self.opened >= sip.max_call_s:
+        elif self.phase not in (Phase.HANGUP_SENT, Phase.GONE) and now - self.opened >= sip.max_call_s:
             self.force_hangup("max_duration")
             return
         self._no_dead_air(now)
-        if self.phase == "talking" and now >= self.stats_at:
+        if self.phase is Phase.TALKING and now >= self.stats_at:
             self.stats_at = now + (1.0 if self.media_seen else 0.25)
             self.stats = stream_stats(self) or self.stats
             self.media_seen = self.media_seen or (self.confirmed
@@ -306,28 +346,28 @@ class BotCall(pj.Call):
             self.hangup_now()
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
-            if self.phase == "transferring":
+            if self.phase is Phase.TRANSFERRING:
                 self.transfer_failed("timeout")
-            elif self.phase == "bridging" and self.bridge is not None:
+            elif self.phase is Phase.BRIDGING and self.bridge is not None:
                 self.bridge.hangup_quietly()
 
     def _no_dead_air(self, now: float) -> None:
         """While a transfer is pending (REFER sent, or the queue being dialled for a bridge),
         the caller still hears the bot's port: fill silences longer than HOLD_GAP_S."""
-        waiting = self.phase in ("transferring", "bridging") and self.deadline is not None
+        waiting = self.phase in (Phase.TRANSFERRING, Phase.BRIDGING) and self.deadline is not None
         if not waiting or self.runner is None:
             self.quiet_since = now
             return
-        if self.runner.session.speaking:
+        if self.runner.speaking:
             self.quiet_since = now
         elif now - self.quiet_since >= HOLD_GAP_S:
             self.quiet_since = now + 1.0      # the sentence takes a moment to start playing
-            self.runner.say_then_report(self.worker.settings.transfer.hold_text)
+            self.runner.say_then_report(self.context.settings.transfer.hold_text)
 
     def hangup_now(self) -> None:
-        if self.phase in ("hangup_sent", "gone"):
+        if self.phase in (Phase.HANGUP_SENT, Phase.GONE):
             return
-        self.phase = "hangup_sent"
+        self.phase = Phase.HANGUP_SENT
         self.hung_up_by = self.hung_up_by or "bot"
         self._disconnect()
         try:
@@ -337,11 +377,41 @@ class BotCall(pj.Call):
         if self.bridge is not None:
             self.bridge.hangup_quietly()
 
+    def teardown(self, code: int, reason: str) -> None:
+        """The call is over (BYE, CANCEL, error, shutdown): log it, stop its runner, close
+        its transcript, give its port back, hang up a bridge leg; then the worker forgets it."""
+        if self.phase is Phase.GONE:       # refused, or already torn down
+            return
+        self.phase = Phase.GONE
+        ctx = self.context
+        stats = self.port.rx.to_json() if self.port is not None else {}
+        turns = self.runner.turns if self.runner is not None else 0
+        ctx.log("hangup", call=self.sip_call_id, key=self.key, by=self.hung_up_by,
+                code=code, reason=reason, turns=turns, rx=stats, stream=self.stats,
+                duration_s=round(time.monotonic() - self.opened, 2),
+                bridge_ports=ctx.bridge_ports())
+        if self.runner is not None:
+            self.runner.stop.set()
+        self.close_transcript(code, reason)
+        # No _disconnect() here: the stream's bridge slot is gone with the call, and with it
+        # every connection to our port; the port itself leaves the bridge below.
+        if self.port is not None:
+            ctx.ports.release(self.port)
+            self.port = None
+        if self.bridge is not None:
+            self.bridge.hangup_quietly()
+        ctx.forget(self)
+
+    def release(self) -> None:
+        """pjsua is done with this call: drop the references that form cycles with it."""
+        self.bridge = None
+        self.runner = None
+
     # --- transcript ---------------------------------------------------------------------
     def record_transfer(self, result: str) -> None:
         """The final outcome of the transfer, as the SIP side saw it (last one wins)."""
         if self.recorder is not None:
-            self.recorder.transfer_result(self.worker.settings.transfer.queue_uri, result)
+            self.recorder.transfer_result(self.context.settings.transfer.queue_uri, result)
 
     def close_transcript(self, code: int, reason: str) -> None:
         """The call is over: outcome from the dialogue, or "error" if the call broke."""
@@ -357,29 +427,29 @@ class BotCall(pj.Call):
 
     # --- media ----------------------------------------------------------------------------
     def _start_session(self) -> None:
-        w = self.worker
+        w = self.context
         try:
             from_uri = self.getInfo().remoteUri
         except pj.Error:
             from_uri = ""
-        self.recorder = new_recorder(w.store, self.sip_call_id, from_uri, w.port)
+        self.recorder = new_recorder(w.store, self.sip_call_id, from_uri, w.worker_port)
         self.runner = CallRunner(self.key, w.engines, self.sip_call_id, self.inbox, w.post,
                                  w.log, self.recorder)
         if self.recorder is not None:
             w.log("transcript", call=self.sip_call_id, id=self.recorder.info.call_id,
                   caller=self.recorder.info.caller_number)
-        self.port = w.ports.acquire(self.inbox, self.runner.session.pull)
+        self.port = w.ports.acquire(self.inbox, self.runner.pull)
         if self.port is None:     # cannot happen with max_calls + 2 ports; be safe anyway
             w.log("error", call=self.sip_call_id, where="media", error="no free call port")
             self.error = "no free call port"
             self.runner = None
             self.hangup_now()
             return
-        self.phase = "talking"
+        self.phase = Phase.TALKING
         w.pool.submit(self.runner)
 
     def _connect(self, media: list[pj.AudioMedia]) -> None:
-        if self.phase in ("bridging", "bridged") and self.bridge is not None:
+        if self.phase in (Phase.BRIDGING, Phase.BRIDGED) and self.bridge is not None:
             self.media = media
             return
         new = [m for m in media if m.getPortId() not in {x.getPortId() for x in self.media}]
@@ -417,9 +487,9 @@ class BridgeCall(pj.Call):
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.answered = True
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.parent.worker.log("bridge_ended", call=self.parent.sip_call_id,
+            self.parent.context.log("bridge_ended", call=self.parent.sip_call_id,
                                    code=info.lastStatusCode, answered=self.answered)
-            self.parent.worker.bury(self)
+            self.parent.context.bury(self)
             self.parent.bridge_down(self.answered)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
@@ -427,6 +497,10 @@ class BridgeCall(pj.Call):
         if media and not self.media:
             self.media = media
             self.parent.bridge_up(media)
+
+    def release(self) -> None:
+        """pjsua is done with this leg: drop its link to the caller's call."""
+        self.parent = None
 
     def hangup_quietly(self) -> None:
         try:

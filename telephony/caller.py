@@ -10,10 +10,8 @@ transfer request (target and X-Callbot headers), and who hung up.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ import pjsua2 as pj
 from callbot.audio import FRAME_MS, read_wav, write_wav
 
 from . import pjlib
+from .jsonlog import JsonLog
 from .media import FRAME_BYTES, SILENCE, audio_format, read_buf, stream_stats, write_buf
 
 VOICE_RMS = 300.0     # ~ -40 dBFS: above this, a heard frame is the bot speaking
@@ -127,20 +126,22 @@ class Dialer:
 
     def __init__(self, opts: CallerOptions, out=None) -> None:
         self.opts = opts
-        self.out = out or sys.stdout
         self.t0 = time.monotonic()
+        self.log = JsonLog(out, clock=lambda: time.monotonic() - self.t0, keep=True)
         self.stack: pjlib.PjStack | None = None
         self.account: pj.Account | None = None
         self.ear: Ear | None = None
         self.calls: list[CallerCall] = []
-        self.events: list[dict[str, Any]] = []
         self.hung_up_by: str | None = None
 
     def emit(self, event: str, **fields: Any) -> None:
-        rec = {"t": round(time.monotonic() - self.t0, 3), "event": event, **fields}
-        self.events.append(rec)
-        self.out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self.out.flush()
+        """One JSON line; ``t`` is seconds since the caller started."""
+        self.log(event, **fields)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Everything this caller reported, in order."""
+        return self.log.records or []
 
     def run(self) -> int:
         o = self.opts

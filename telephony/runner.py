@@ -13,18 +13,18 @@ pjlib aborts the process.
 
 from __future__ import annotations
 
-import json
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from callbot.audio import FRAME_MS
-from callbot.events import BargeIn, HangUp, Transfer, Turn
+from callbot.events import (BargeIn, CallEvent, CallObserver, Ended, Failed, PlaybackDrained,
+                            TakenBack, TurnDecided)
 from callbot.session import CallSession, Engines
 
+from .jsonlog import JsonLog
 from .media import SILENCE
 from .priority import COMPUTE_NICE, lower_this_thread
 
@@ -41,47 +41,75 @@ class Action:
     payload: Any = None
 
 
-class Log:
-    """One JSON object per line on stdout: what a supervisor or a test reads."""
+Log = JsonLog   # workers log through the SIP side's one JSON-lines format
 
-    def __init__(self, stream=None) -> None:
-        self.stream = stream or sys.stdout
-        self._lock = threading.Lock()
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"t": round(time.time(), 3), "event": event, **fields},
-                          ensure_ascii=False, default=str)
-        with self._lock:
-            try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+class LogObserver:
+    """A call's events as JSON lines in the worker's log (turns, barge-ins, take-backs, the
+    ending, a failure). It also counts the turns, for the call's "hangup" line."""
+
+    def __init__(self, log: Log, call_id: str) -> None:
+        self.log = log
+        self.call_id = call_id
+        self.turns = 0
+
+    def on_event(self, event: CallEvent) -> None:
+        if isinstance(event, TurnDecided):
+            self.turns += 1
+            fields = event.turn.to_json()
+            if event.latency_ms is not None:
+                fields["latency_ms"] = round(event.latency_ms, 1)
+            self.log("turn", call=self.call_id, **fields)
+        elif isinstance(event, BargeIn):
+            self.log("barge_in", call=self.call_id, played_ms=event.played_ms)
+        elif isinstance(event, TakenBack):
+            self.log("taken_back", call=self.call_id, text=event.text)
+        elif isinstance(event, Ended):
+            self.log("ending", call=self.call_id, **event.ending.to_json())
+        elif isinstance(event, Failed):
+            self.log("error", call=self.call_id, where=event.where, error=event.error)
 
 
 class CallRunner:
-    """Drives one CallSession from a pool thread until the call is over."""
+    """Drives one CallSession from a pool thread until the call is over.
+
+    The call's outputs are observers of its session: the runner itself (it posts the ending,
+    and the end of its own sentences, to the main loop), the JSON log, and the transcript
+    recorder when there is one (it also gets the caller/bot audio when [recording] is on).
+    """
 
     def __init__(self, key: int, engines: Engines, call_id: str,
                  inbox: "queue.SimpleQueue[bytes]", post: Callable[[Action], None], log: Log,
-                 recorder: Any = None) -> None:
+                 recorder: CallObserver | None = None) -> None:
         self.key = key
-        # recorder: a callbot.transcripts.CallRecorder (or None); it sees every session
-        # event after the JSON log, and the caller/bot audio when [recording] is on.
-        self.recorder = recorder
-        self.session = CallSession(engines, call_id, observer=self.observe,
-                                   audio_tap=recorder.audio_tap if recorder else None)
-        if recorder is not None:
-            recorder.attach(self.session)
-        self.inbox = inbox
         self.post = post
-        self.log = log
+        self.saying = False          # a sentence of ours (say_then_report) is being played
+        self.logged = LogObserver(log, call_id)
+        observers: list[CallObserver] = [self, self.logged]
+        if recorder is not None:
+            observers.append(recorder)
+        self.session = CallSession(engines, call_id, observers=observers)
+        self.inbox = inbox
         self.commands: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
         self.stop = threading.Event()
         self.done = threading.Event()
         self.started_at = 0.0
 
     # --- called from the main loop ----------------------------------------------------------
+    @property
+    def speaking(self) -> bool:
+        """The bot's audio is still playing (read by the main loop: a deque length)."""
+        return self.session.speaking
+
+    def pull(self) -> bytes:
+        """The next 20 ms of bot audio: the call port's clock thread calls this."""
+        return self.session.pull()
+
+    @property
+    def turns(self) -> int:
+        """Turns decided so far (the greeting included)."""
+        return self.logged.turns
+
     def dtmf(self, digit: str) -> None:
         self.commands.put(("dtmf", digit))
 
@@ -90,24 +118,11 @@ class CallRunner:
         self.commands.put(("say", text))
 
     # --- the thread ---------------------------------------------------------------------------
-    def observe(self, event: object) -> None:
-        """The session's observer (called on this thread, inside push/dtmf/start)."""
-        sid = self.session.call_id
-        if isinstance(event, Turn):
-            self.log("turn", call=sid, **event.to_json())
-        elif isinstance(event, BargeIn):
-            self.log("barge_in", call=sid, played_ms=event.played_ms)
-        elif isinstance(event, (Transfer, HangUp)):
-            self.log("ending", call=sid, **event.to_json())
-        if self.recorder is not None:
-            self.recorder.observe(event)     # never raises: recording cannot break a call
-
     def run(self) -> None:
         try:
             self._run()
         except Exception as exc:  # a broken call must not take the worker down
-            self.log("error", call=self.session.call_id, where="runner",
-                     error=f"{type(exc).__name__}: {exc}")
+            self.session.fail(f"{type(exc).__name__}: {exc}", "runner")
             self.post(Action("failed", self.key, repr(exc)))
         finally:
             try:
@@ -120,12 +135,9 @@ class CallRunner:
         session = self.session
         self.started_at = time.monotonic()
         session.start()
-        reported = False
-        saying = False
         pushed = 0
         while not self.stop.is_set():
-            if self._commands():
-                saying = True
+            self._commands()
             try:
                 frame = self.inbox.get(timeout=IDLE_S)
                 session.push(frame)
@@ -138,26 +150,28 @@ class CallRunner:
                 for _ in range(max(0, min(behind, 50))):
                     session.push(SILENCE)
                     pushed += 1
-            if session.ended.is_set() and not reported:
-                reported = True
-                self.post(Action("ended", self.key, session.ending))
-            if saying and not session.playback.playing:
-                saying = False
-                self.post(Action("said", self.key))
 
-    def _commands(self) -> bool:
-        """Run pending commands; True when one queued speech of its own."""
-        saying = False
+    def on_event(self, event: CallEvent) -> None:
+        """What the SIP main loop must act on, posted as it happens (this thread)."""
+        if isinstance(event, Ended):
+            self.post(Action("ended", self.key, event.ending))
+        elif isinstance(event, PlaybackDrained) and self.saying:
+            self.saying = False
+            self.post(Action("said", self.key))
+
+    def _commands(self) -> None:
         while True:
             try:
                 kind, arg = self.commands.get_nowait()
             except queue.Empty:
-                return saying
+                return
             if kind == "dtmf":
                 self.session.dtmf(arg)
             elif kind == "say":
-                self.session.announce(arg)
-                saying = True
+                if self.session.announce(arg):
+                    self.saying = True          # "said" is posted once it has been played
+                else:
+                    self.post(Action("said", self.key))
 
 
 class RunnerPool:

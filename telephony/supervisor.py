@@ -40,12 +40,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from callbot.errors import CallbotError
 
 from . import lifecycle, probe
 from .front import Front
+from .jsonlog import JsonLog
 from .settings import TelephonySettings, load_settings
 
 MAX_BACKOFF_S = 30.0
@@ -74,19 +74,35 @@ class Slot:
     reader: threading.Thread | None = field(default=None, repr=False)
 
 
+JEMALLOC = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2", "/usr/lib64/libjemalloc.so.2")
+
+
+def allocator_library(choice: str) -> str | None:
+    """The jemalloc library to preload into workers, or None for glibc's allocator."""
+    if choice == "glibc":
+        return None
+    found = next((p for p in JEMALLOC if os.path.exists(p)), None)
+    if found is None:
+        raise CallbotError("workers.allocator = \"jemalloc\" but libjemalloc2 is not installed: "
+                           "run `make setup` (or apt-get install libjemalloc2), or set "
+                           "workers.allocator = \"glibc\"")
+    return found
+
+
 class Supervisor:
     def __init__(self, settings: TelephonySettings, config_path: str | None,
                  out=None) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.out = out or sys.stdout
-        self.lock = threading.Lock()
+        self.log = JsonLog(out, source="supervisor")
         w = settings.workers
         self.slots = [Slot(i, w.base_sip_port + i, settings.rtp_port_for(i))
                       for i in range(w.count)]
         self.secret = w.front_secret or secrets.token_hex(16)
+        self.jemalloc = allocator_library(w.allocator)     # refused now, not at a spawn
         self.pids = lifecycle.PidFile(Path(settings.core.paths.data) / "sip" / "serve.json")
-        self.front = Front(settings, self.emit, self.secret, self.pids)
+        self.front = Front(settings, self.log, self.secret, self.pids)
         self.t0 = time.monotonic()
         self.announced = False
         self.stopping = False
@@ -94,19 +110,6 @@ class Supervisor:
         self.next_purge = 0.0
 
     # --- output ---------------------------------------------------------------------------
-    def emit(self, event: str, **fields: Any) -> None:
-        self._write({"t": round(time.time(), 3), "event": event, "source": "supervisor",
-                     **fields})
-
-    def _write(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str)
-        with self.lock:
-            try:
-                self.out.write(line + "\n")
-                self.out.flush()
-            except (OSError, ValueError):
-                pass
-
     def _forward(self, slot: Slot, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
             try:
@@ -116,7 +119,7 @@ class Supervisor:
             record["worker"] = slot.index
             if record.get("event") == "ready":
                 slot.ready, slot.ready_at = True, time.monotonic()
-            self._write(record)
+            self.log.write(record)
 
     # --- processes --------------------------------------------------------------------------
     def command(self, slot: Slot) -> list[str]:
@@ -131,10 +134,14 @@ class Supervisor:
         cores."""
         env = dict(os.environ)
         env["CALLBOT_WORKERS_FRONT_SECRET"] = self.secret
-        # glibc gives every thread that allocates its own heap arena; decodes on the call
-        # threads then leave one arena each of freed-but-kept memory (measured: RSS still
-        # growing after minutes of calls). Two arenas serve a worker's threads as fast.
-        env.setdefault("MALLOC_ARENA_MAX", "2")
+        if self.jemalloc:
+            env["LD_PRELOAD"] = " ".join(filter(None, [env.get("LD_PRELOAD", ""),
+                                                       self.jemalloc]))
+        else:
+            # glibc gives every thread that allocates its own heap arena; decodes on the
+            # call threads then leave one arena each of freed-but-kept memory. Two arenas
+            # serve a worker's threads as fast.
+            env.setdefault("MALLOC_ARENA_MAX", "2")
         if self.settings.core.asr.threads == 0:
             # auto: the cores shared out; 4 workers x 2 threads on 2 cores measured decodes
             # 10x slower under load than one decode alone (threads waiting on each other).
@@ -154,7 +161,7 @@ class Supervisor:
         slot.reader = threading.Thread(target=self._forward, args=(slot, slot.proc),
                                        name=f"worker-{slot.index}-out", daemon=True)
         slot.reader.start()
-        self.emit("worker_started", worker=slot.index, pid=slot.proc.pid, port=slot.port,
+        self.log("worker_started", worker=slot.index, pid=slot.proc.pid, port=slot.port,
                   rtp_port=slot.rtp_port, restarts=slot.restarts)
 
     def check(self, slot: Slot, now: float) -> None:
@@ -170,7 +177,7 @@ class Supervisor:
             uptime = now - slot.started
             if slot.ready and now - slot.ready_at >= HEALTHY_AFTER_S:
                 slot.backoff_s = 1.0
-            self.emit("worker_exited", worker=slot.index, pid=proc.pid, code=code,
+            self.log("worker_exited", worker=slot.index, pid=proc.pid, code=code,
                       uptime_s=round(uptime, 1), restart_in_s=slot.backoff_s)
             slot.proc = None
             slot.restarts += 1
@@ -183,7 +190,7 @@ class Supervisor:
             status = probe.options(bind, slot.port, bind=bind, timeout=2.0)
             slot.misses = 0 if status == 200 else slot.misses + 1
             if slot.misses >= MISSES_BEFORE_KILL:
-                self.emit("worker_unhealthy", worker=slot.index, pid=proc.pid,
+                self.log("worker_unhealthy", worker=slot.index, pid=proc.pid,
                           misses=slot.misses)
                 proc.kill()
 
@@ -194,16 +201,16 @@ class Supervisor:
 
             try:
                 report = purge(self.settings.core)
-                self.emit("purged", calls=report.calls, turns=report.turns,
+                self.log("purged", calls=report.calls, turns=report.turns,
                           recordings=report.recordings, closed=report.closed)
             except Exception as exc:   # the store may be down: calls go on, retry tomorrow
-                self.emit("purge_failed", error=f"{type(exc).__name__}: {exc}")
+                self.log("purge_failed", error=f"{type(exc).__name__}: {exc}")
 
         threading.Thread(target=run, name="purge", daemon=True).start()
 
     def run(self) -> int:
         for what in self.pids.claim():
-            self.emit("stale_stopped", process=what)
+            self.log("stale_stopped", process=what)
         self.front.prepare()          # refuse to start on a front Kamailio rejects
         for slot in self.slots:
             self.spawn(slot)
@@ -229,11 +236,11 @@ class Supervisor:
         if not self.announced:
             self.announced = True
             capacity = len(self.slots) * self.settings.inbound_calls
-            self.emit("serve_ready", workers=ready, of=len(self.slots), calls=capacity,
+            self.log("serve_ready", workers=ready, of=len(self.slots), calls=capacity,
                       port=self.settings.sip.port, start_s=round(now - self.t0, 1))
 
     def shutdown(self) -> int:
-        self.emit("stopping", workers=sum(s.proc is not None for s in self.slots))
+        self.log("stopping", workers=sum(s.proc is not None for s in self.slots))
         for slot in self.slots:
             if slot.proc is not None and slot.proc.poll() is None:
                 slot.proc.send_signal(signal.SIGTERM)
@@ -252,7 +259,7 @@ class Supervisor:
                         pass
                 if slot.proc.poll() is None:
                     slot.proc.kill()
-                    self.emit("worker_killed", worker=slot.index, pid=slot.proc.pid)
+                    self.log("worker_killed", worker=slot.index, pid=slot.proc.pid)
             if slot.proc is not None:
                 slot.proc.wait()
                 if slot.reader is not None:
@@ -260,7 +267,7 @@ class Supervisor:
         # Last: draining calls sent their BYEs (record-routed) through the front.
         front = self.front.stop()
         self.pids.release()
-        self.emit("stopped", codes={s.index: (s.proc.returncode if s.proc else None)
+        self.log("stopped", codes={s.index: (s.proc.returncode if s.proc else None)
                                     for s in self.slots}, front=front)
         return 0
 

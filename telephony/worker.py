@@ -51,7 +51,7 @@ from callbot.errors import CallbotError
 from callbot.session import Engines
 
 from . import pjlib
-from .call import BotCall, BridgeCall
+from .call import BotCall, BridgeCall, CallContext
 from .dispatcher import FRONT_HEADER
 from .media import PortPool
 from .priority import COMPUTE_NICE, compute_nice, make_this_thread_realtime, run_lowered
@@ -112,6 +112,15 @@ class Account(pj.Account):
         self.worker.log("registration", **fields)
 
 
+def allocator_in_use() -> str:
+    """Which memory allocator this process runs on (workers.allocator)."""
+    try:
+        maps = open("/proc/self/maps", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return "unknown"
+    return "jemalloc" if "libjemalloc" in maps else "glibc"
+
+
 def registration_error(code: int) -> str | None:
     """What an integrator should do about a failed registration (None when it worked).
 
@@ -152,7 +161,7 @@ class Worker:
         self.log = log
         self.actions: "queue.SimpleQueue[Action]" = queue.SimpleQueue()
         self.calls: dict[int, BotCall] = {}
-        self.graveyard: list[pj.Call] = []
+        self.graveyard: list[BotCall | BridgeCall] = []   # ended, until pjsua frees them
         self.ports: PortPool | None = None
         self.setups: collections.deque[float] = collections.deque()
         self.next_key = 1
@@ -164,6 +173,7 @@ class Worker:
         self.account: Account | None = None
         self.accounts: list[Account] = []
         self.pool: RunnerPool | None = None
+        self.context: CallContext | None = None   # what calls get of this worker (start)
         self.store = None                 # the process's transcript store (opened in start)
         self.secret = settings.workers.front_secret
         self.registrars = registrar_addresses(settings.sip.accounts)
@@ -186,12 +196,18 @@ class Worker:
         self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread,
                                self.compute_nice)
         self.ports = PortPool(sip.max_calls + 2, on_clock=self._clock_priority)
+        self.context = CallContext(
+            settings=self.settings, engines=self.engines, store=self.store, ports=self.ports,
+            pool=self.pool, log=self.log, worker_port=self.port, post=self.post,
+            forget=self.forget, bury=self.bury,
+            bridge_ports=lambda: self.stack.ep.mediaActivePorts() if self.stack else None)
         self.account = self._account(None)
         for acc in sip.accounts:
             self.accounts.append(self._account(acc))
         self.log("ready", port=self.port, rtp_port=self.rtp_port, bind=sip.bind,
                  transports=list(sip.transports), codecs=codecs, max_calls=sip.max_calls,
-                 pid=os.getpid(), pjsip=self.stack.ep.libVersion().full)
+                 pid=os.getpid(), pjsip=self.stack.ep.libVersion().full,
+                 allocator=allocator_in_use())
 
     def _account(self, reg) -> Account:
         sip = self.settings.sip
@@ -232,7 +248,7 @@ class Worker:
         host = source_host(source)
         key = self.next_key
         self.next_key += 1
-        call = BotCall(self, account, prm.callId, key, source)
+        call = BotCall(self.context, account, prm.callId, key, source)
         try:
             call.sip_call_id = call.getInfo().callIdString
         except pj.Error:
@@ -279,31 +295,12 @@ class Worker:
         """From any thread: run ``action`` on the main loop."""
         self.actions.put(action)
 
-    def call_gone(self, call: BotCall, code: int, reason: str) -> None:
-        if call.phase == "gone" and call.key not in self.calls:
-            return
-        call.phase = "gone"
-        stats = call.port.rx.to_json() if call.port is not None else {}
-        turns = len(call.runner.session.turns) if call.runner is not None else 0
-        if not call.refused:
-            self.log("hangup", call=call.sip_call_id, key=call.key, by=call.hung_up_by,
-                     code=code, reason=reason, turns=turns, rx=stats, stream=call.stats,
-                     duration_s=round(time.monotonic() - call.opened, 2),
-                     bridge_ports=self.stack.ep.mediaActivePorts() if self.stack else None)
-        if call.runner is not None:
-            call.runner.stop.set()
-        call.close_transcript(code, reason)
-        # No _disconnect() here: the stream's bridge slot is gone with the call, and with it
-        # every connection to our port; the port itself leaves the bridge below.
-        if call.port is not None:
-            self.ports.release(call.port)
-            call.port = None
-        if call.bridge is not None:
-            call.bridge.hangup_quietly()
+    def forget(self, call: BotCall) -> None:
+        """A call tore itself down: it no longer counts, and pjsua may free it later."""
         self.calls.pop(call.key, None)
         self.bury(call)
 
-    def bury(self, call: pj.Call) -> None:
+    def bury(self, call: BotCall | BridgeCall) -> None:
         if call not in self.graveyard:
             self.graveyard.append(call)
 
@@ -351,11 +348,7 @@ class Worker:
             dead = [c for c in self.graveyard if not self._active(c)]
             for c in dead:
                 self.graveyard.remove(c)
-                if isinstance(c, BotCall):
-                    c.bridge = None
-                    c.runner = None
-                elif isinstance(c, BridgeCall):
-                    c.parent = None
+                c.release()
             del dead
         if self.ports is not None:
             self.ports.tick(now)
@@ -404,16 +397,14 @@ class Worker:
             stack.poll(10)
             self._run_actions()
         for call in list(self.calls.values()):
-            self.call_gone(call, 0, "shutdown")
+            call.teardown(0, "shutdown")
         self.pool.close() if self.pool else None
         for call in self.graveyard:
-            if isinstance(call, BotCall):
-                call.bridge = None
-                call.runner = None
-            elif isinstance(call, BridgeCall):
-                call.parent = None
+            call.release()
         self.calls.clear()
         self.graveyard.clear()
+        self.context = None        # the worker's own link to the port pool (the pool is
+                                   # emptied below; ended calls keep only an empty one)
         if self.ports is not None:
             self.ports.close()     # the ports leave the bridge here, with no call left
             self.ports = None
