@@ -17,9 +17,9 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Mapping
 
+from .configrules import build, env_overrides, merge, rule
 from .errors import ConfigError
 
-ENV_PREFIX = "CALLBOT_"
 
 
 def project_root() -> Path:
@@ -30,34 +30,50 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+POSITIVE = rule(gt=0)
+
+
+def _path(value: str, name: str, where: str) -> Path:
+    """Relative paths are taken from the project folder (the one holding kb/ and models/)."""
+    p = Path(value)
+    return p if p.is_absolute() else project_root() / p
+
+
+def _db_url(value: str, name: str, where: str) -> str:
+    if value and not value.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        raise ConfigError(f"{where}: {name} must be empty (SQLite in paths.data), "
+                          f"sqlite:///FILE or postgresql://...")
+    return value
+
+
 @dataclass(frozen=True)
 class PathsConfig:
-    kb: Path
-    models: Path
-    data: Path
+    kb: Path = field(metadata=rule(parse=_path))
+    models: Path = field(metadata=rule(parse=_path))
+    data: Path = field(metadata=rule(parse=_path))
 
 
 @dataclass(frozen=True)
 class AsrConfig:
-    engine: str
+    engine: str = field(metadata=rule(choices=("auto", "vosk", "whisper")))
     language: str
     whisper_model: str
     vosk_model: str
-    beam_size: int
-    recordings_beam_size: int
+    beam_size: int = field(metadata=POSITIVE)
+    recordings_beam_size: int = field(metadata=POSITIVE)
     prompt: str
-    threads: int
-    whisper_window_s: float
+    threads: int = field(metadata=rule(ge=0, why=" (0: automatic)"))
+    whisper_window_s: float = field(metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
 class EndpointingConfig:
-    speech_start_ms: int
-    end_silence_ms: int
-    quick_end: str
-    quick_end_ms: int
-    max_utterance_ms: int
-    no_input_ms: int
+    speech_start_ms: int = field(metadata=POSITIVE)
+    end_silence_ms: int = field(metadata=POSITIVE)
+    quick_end: str = field(metadata=rule(choices=("understood", "always", "off")))
+    quick_end_ms: int = field(metadata=POSITIVE)
+    max_utterance_ms: int = field(metadata=POSITIVE)
+    no_input_ms: int = field(metadata=POSITIVE)
     pre_roll_ms: int
     min_speech_db: float
     snr_db: float
@@ -66,7 +82,7 @@ class EndpointingConfig:
 @dataclass(frozen=True)
 class NluConfig:
     model: str
-    encoder: str
+    encoder: str = field(metadata=rule(choices=("e5-small-q4", "")))
     reject_threshold: float
     confident_threshold: float
     margin: float
@@ -74,18 +90,18 @@ class NluConfig:
 
 @dataclass(frozen=True)
 class TtsConfig:
-    engine: str
+    engine: str = field(metadata=rule(choices=("auto", "piper", "espeak")))
     piper_voice: str
     espeak_voice: str
-    espeak_rate: int
-    slow_factor: float
+    espeak_rate: int = field(metadata=POSITIVE)
+    slow_factor: float = field(metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
 class DialogueConfig:
-    not_understood_limit: int
-    no_input_limit: int
-    siren_attempts: int
+    not_understood_limit: int = field(metadata=POSITIVE)
+    no_input_limit: int = field(metadata=POSITIVE)
+    siren_attempts: int = field(metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -93,8 +109,8 @@ class TranscriptsConfig:
     """Where calls are recorded turn by turn, and for how long they are kept."""
 
     enabled: bool
-    url: str              # "" = SQLite in paths.data; "postgresql://..." for several workers
-    retention_days: int
+    url: str = field(metadata=rule(parse=_db_url))   # "" = SQLite in paths.data
+    retention_days: int = field(metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -106,95 +122,10 @@ class ConsoleUser:
     password_hash: str = field(repr=False)
 
 
-@dataclass(frozen=True)
-class ConsoleConfig:
-    """The supervisor web console (`callbot console`)."""
-
-    host: str
-    port: int
-    cookie_secure: str    # auto | always | never
-    session_minutes: int
-    max_failures: int
-    lockout_minutes: int
-    page_size: int
-    review_below: float
-    retrain_folds: int
-    users: tuple[ConsoleUser, ...]
-
-
-@dataclass(frozen=True)
-class RecordingConfig:
-    """Stereo call recordings (caller left, bot right); off unless asked for."""
-
-    enabled: bool
-
-
-@dataclass(frozen=True)
-class Config:
-    paths: PathsConfig
-    asr: AsrConfig
-    endpointing: EndpointingConfig
-    nlu: NluConfig
-    tts: TtsConfig
-    dialogue: DialogueConfig
-    transcripts: TranscriptsConfig
-    console: ConsoleConfig
-    recording: RecordingConfig
-    source: str = "embedded default"
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def models_dir(self) -> Path:
-        return self.paths.models
-
-    def to_dict(self) -> dict[str, Any]:
-        """The core's sections, secrets masked (other layers print their own sections)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name in ("source", "extra"):
-                continue
-            section = getattr(self, f.name)
-            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else v)
-                                           for k, v in dataclasses.asdict(section).items()})
-        return out
-
-
-SECTIONS: dict[str, type] = {
-    "paths": PathsConfig,
-    "asr": AsrConfig,
-    "endpointing": EndpointingConfig,
-    "nlu": NluConfig,
-    "tts": TtsConfig,
-    "dialogue": DialogueConfig,
-    "transcripts": TranscriptsConfig,
-    "console": ConsoleConfig,
-    "recording": RecordingConfig,
-}
-
-
-CHOICES = {
-    ("asr", "engine"): {"auto", "vosk", "whisper"},
-    ("nlu", "encoder"): {"e5-small-q4", ""},
-    ("endpointing", "quick_end"): {"understood", "always", "off"},
-    ("tts", "engine"): {"auto", "piper", "espeak"},
-    ("console", "cookie_secure"): {"auto", "always", "never"},
-}
-
-POSITIVE = {
-    ("endpointing", "speech_start_ms"),
-    ("endpointing", "end_silence_ms"), ("endpointing", "max_utterance_ms"),
-    ("endpointing", "quick_end_ms"), ("asr", "whisper_window_s"),
-    ("endpointing", "no_input_ms"), ("asr", "beam_size"), ("asr", "recordings_beam_size"),
-    ("dialogue", "not_understood_limit"), ("dialogue", "no_input_limit"),
-    ("dialogue", "siren_attempts"), ("tts", "espeak_rate"), ("tts", "slow_factor"),
-    ("transcripts", "retention_days"), ("console", "port"), ("console", "session_minutes"),
-    ("console", "max_failures"), ("console", "lockout_minutes"), ("console", "page_size"),
-    ("console", "retrain_folds"),
-}
 CONSOLE_ROLES = ("readonly", "editor")
 
 
-def _console_users(raw: Any, where: str) -> tuple[ConsoleUser, ...]:
+def _console_users(raw: Any, where_name: str, where: str) -> tuple[ConsoleUser, ...]:
     """[[console.users]] tables → users; a wrong entry is refused, never skipped, because
     a silently ignored account is a supervisor locked out (or a role wrongly granted)."""
     if not isinstance(raw, list):
@@ -224,6 +155,69 @@ def _console_users(raw: Any, where: str) -> tuple[ConsoleUser, ...]:
     return tuple(users)
 
 
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The supervisor web console (`callbot console`)."""
+
+    host: str
+    port: int = field(metadata=POSITIVE)
+    cookie_secure: str = field(metadata=rule(choices=("auto", "always", "never")))
+    session_minutes: int = field(metadata=POSITIVE)
+    max_failures: int = field(metadata=POSITIVE)
+    lockout_minutes: int = field(metadata=POSITIVE)
+    page_size: int = field(metadata=POSITIVE)
+    review_below: float = field(metadata=rule(gt=0, le=1))
+    retrain_folds: int = field(metadata=rule(ge=2))
+    users: tuple[ConsoleUser, ...] = field(metadata=rule(parse=_console_users, env=False))
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """Stereo call recordings (caller left, bot right); off unless asked for."""
+
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig
+    asr: AsrConfig
+    endpointing: EndpointingConfig
+    nlu: NluConfig
+    tts: TtsConfig
+    dialogue: DialogueConfig
+    transcripts: TranscriptsConfig
+    console: ConsoleConfig
+    recording: RecordingConfig
+    source: str = "embedded default"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The core's sections, secrets masked (other layers print their own sections)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("source", "extra"):
+                continue
+            section = getattr(self, f.name)
+            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else v)
+                                           for k, v in dataclasses.asdict(section).items()})
+        return out
+
+
+SECTIONS: dict[str, type] = {
+    "paths": PathsConfig,
+    "asr": AsrConfig,
+    "endpointing": EndpointingConfig,
+    "nlu": NluConfig,
+    "tts": TtsConfig,
+    "dialogue": DialogueConfig,
+    "transcripts": TranscriptsConfig,
+    "console": ConsoleConfig,
+    "recording": RecordingConfig,
+}
+
+
+
 def _masked(section: str, table: dict[str, Any]) -> dict[str, Any]:
     """The printable form of a section: password hashes and database passwords hidden."""
     if section == "console":
@@ -251,81 +245,6 @@ def default_table() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str,
-           external: frozenset[str] = frozenset()) -> None:
-    for section, table in override.items():
-        if section not in base and section not in external:
-            raise ConfigError(f"{where}: unknown section [{section}] "
-                              f"(known: {', '.join(sorted(set(base) | external))})")
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"{where}: [{section}] must be a table")
-        if section in external:
-            base.setdefault(section, {}).update(copy.deepcopy(dict(table)))
-            continue
-        for key, value in table.items():
-            if key not in base[section]:
-                raise ConfigError(f"{where}: unknown key {section}.{key} "
-                                  f"(known: {', '.join(sorted(base[section]))})")
-            base[section][key] = value
-
-
-def _coerce(section: str, key: str, value: Any, default: Any, where: str) -> Any:
-    name = f"{section}.{key}"
-    if isinstance(default, bool):
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: {name} must be true or false, not {value!r}")
-    if isinstance(default, int):
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {name} must be a whole number, not {value!r}") from None
-    if isinstance(default, float):
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {name} must be a number, not {value!r}") from None
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: {name} must be a string, not {value!r}")
-        return value
-    return value
-
-
-def _env_overrides(table: dict[str, Any], env: Mapping[str, str],
-                   external: frozenset[str] = frozenset()) -> dict[str, dict[str, str]]:
-    """CALLBOT_<SECTION>_<KEY> for the core's sections; other layers read their own."""
-    out: dict[str, dict[str, str]] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name in ("CALLBOT_CONFIG", "CALLBOT_HOME"):
-            continue
-        rest = name[len(ENV_PREFIX):].lower()
-        if any(rest.startswith(x + "_") for x in external):
-            continue
-        for section in sorted(table, key=len, reverse=True):
-            if rest.startswith(section + "_"):
-                key = rest[len(section) + 1:]
-                if key not in table[section] or isinstance(table[section][key], (dict, list)):
-                    raise ConfigError(f"environment: {name} names no key "
-                                      f"(section [{section}] has: {', '.join(sorted(table[section]))})")
-                out.setdefault(section, {})[key] = value
-                break
-        else:
-            raise ConfigError(f"environment: {name} names no configuration section "
-                              f"(known: {', '.join(sorted(table))})")
-    return out
-
-
 def load_config(path: str | os.PathLike[str] | None = None,
                 env: Mapping[str, str] | None = None,
                 external: frozenset[str] | set[str] = frozenset()) -> Config:
@@ -350,39 +269,10 @@ def load_config(path: str | os.PathLike[str] | None = None,
             raise ConfigError(f"cannot read configuration file {p}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-        _merge(table, user, str(p), external)
+        merge(table, user, str(p), external)
         source = str(p)
-    _merge(table, _env_overrides({k: v for k, v in table.items() if k not in external}, env,
-                                 external), "environment")
-
-    root = project_root()
-    sections: dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
-        values = {}
-        for f in dataclasses.fields(cls):
-            raw = table[section][f.name]
-            value = _coerce(section, f.name, raw, defaults[section][f.name], source)
-            if (section, f.name) in CHOICES and value not in CHOICES[(section, f.name)]:
-                raise ConfigError(f"{source}: {section}.{f.name} = {value!r} is not one of "
-                                  f"{', '.join(sorted(CHOICES[(section, f.name)]))}")
-            if (section, f.name) in POSITIVE and value <= 0:
-                raise ConfigError(f"{source}: {section}.{f.name} must be greater than 0")
-            if (section, f.name) == ("asr", "threads") and value < 0:
-                raise ConfigError(f"{source}: asr.threads must be 0 (auto) or more")
-            if section == "paths":
-                value = Path(value)
-                value = value if value.is_absolute() else root / value
-            if (section, f.name) == ("console", "users"):
-                value = _console_users(value, source)
-            if (section, f.name) == ("console", "review_below") and not 0 < value <= 1:
-                raise ConfigError(f"{source}: console.review_below must be between 0 and 1")
-            if (section, f.name) == ("console", "retrain_folds") and value < 2:
-                raise ConfigError(f"{source}: console.retrain_folds must be at least 2")
-            if (section, f.name) == ("transcripts", "url") and value and not value.startswith(
-                    ("postgresql://", "postgres://", "sqlite:///")):
-                raise ConfigError(f"{source}: transcripts.url must be empty (SQLite in "
-                                  f"paths.data), sqlite:///FILE or postgresql://...")
-            values[f.name] = value
-        sections[section] = cls(**values)
+    merge(table, env_overrides(table, env, SECTIONS, skip=external), "environment")
+    sections = {name: build(cls, name, table[name], defaults[name], source)
+                for name, cls in SECTIONS.items()}
     extra = {k: v for k, v in table.items() if k in external}
     return Config(**sections, source=source, extra=extra)

@@ -106,3 +106,24 @@ def test_context_headers_are_ascii_and_escaped_in_refer_to():
     assert target.startswith("<sip:conseillers@10.0.0.1:5090?X-Callbot-Reason=personal_case&")
     assert " " not in target and "%3B" in target and target.endswith(">")
     assert len(ascii_safe("é" * 1000)) <= 300
+
+
+def test_core_and_telephony_sections_follow_the_same_rules(tmp_path):
+    """One loader reads every section: same coercion, same bounds wording, same handling of
+    blanks and lists, same refusal of tables from the environment."""
+    s = settings_from_text(tmp_path, '[sip]\nuser = " callbot "\n[asr]\nlanguage = " fr "\n'
+                           '[transfer]\non_failure = "bridge "\n',
+                           env={"CALLBOT_SIP_CODECS": "PCMA, G722",
+                                "CALLBOT_WORKERS_MEDIA_PRIORITY": "normal"})
+    assert (s.sip.user, s.core.asr.language, s.transfer.on_failure) == ("callbot", "fr",
+                                                                          "bridge")
+    assert s.sip.codecs == ("PCMA", "G722") and s.workers.media_priority == "normal"
+    for env, words in [({"CALLBOT_SIP_MAX_CALLS": "0"}, "sip.max_calls = 0 must be between"),
+                       ({"CALLBOT_DIALOGUE_SIREN_ATTEMPTS": "0"},
+                        "dialogue.siren_attempts = 0 must be greater than 0"),
+                       ({"CALLBOT_SIP_LOG_LEVEL": "2.5"}, "sip.log_level must be a whole"),
+                       ({"CALLBOT_ASR_BEAM_SIZE": "2.5"}, "asr.beam_size must be a whole"),
+                       ({"CALLBOT_SIP_ACCOUNTS": "x"}, "CALLBOT_SIP_ACCOUNTS names no key"),
+                       ({"CALLBOT_CONSOLE_USERS": "x"}, "CALLBOT_CONSOLE_USERS names no key")]:
+        with pytest.raises(ConfigError, match=words):
+            load_settings(env=env)
