@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import KbError
@@ -34,6 +34,34 @@ _URL = re.compile(r"\b[\w-]+\.(fr|com|org|net|gouv|io|eu)\b|https?://|www\.", re
 
 
 @dataclass(frozen=True)
+class Roles:
+    """The intents the dialogue acts on itself, named in the KB by ``role = "..."`` in their
+    file: the dialogue knows roles, the KB says which intent plays each. Every other intent
+    is a topic, answered from its file."""
+
+    greeting: str     # "bonjour": answered, then the bot listens
+    thanks: str       # "merci": closes the call after "another question?"
+    goodbye: str      # "au revoir": ends the call
+    repeat: str       # "pardon ?": the last answer again, slowly
+    advisor: str      # "un conseiller": transfer at once
+    yes: str          # a yes (confirmations, "another question?")
+    no: str           # a no
+
+    @property
+    def closings(self) -> tuple[str, ...]:
+        """After "Avez-vous une autre question ?", these end the call."""
+        return (self.thanks, self.goodbye, self.no)
+
+    @property
+    def conversation(self) -> frozenset[str]:
+        """About the conversation itself: not a topic a follow-up could lean on."""
+        return frozenset(getattr(self, f.name) for f in fields(self))
+
+
+ROLE_NAMES = tuple(f.name for f in fields(Roles))
+
+
+@dataclass(frozen=True)
 class Fact:
     text: str
     says: tuple[str, ...]
@@ -48,6 +76,7 @@ class Intent:
     answer: str
     facts: tuple[Fact, ...]
     source: Path
+    role: str | None = None   # one of ROLE_NAMES when the dialogue acts on it itself
 
     @property
     def transfers(self) -> bool:
@@ -79,6 +108,7 @@ class KnowledgeBase:
     intents: dict[str, Intent]
     phrasings: list[Phrasing]
     prompts: dict[str, str]
+    roles: Roles
     unknown_files: list[Path] = field(default_factory=list)
 
     @property
@@ -125,6 +155,9 @@ def load_intent(path: Path) -> Intent:
         if not isinstance(says, list) or not all(isinstance(s, str) for s in says):
             raise KbError(f"{path}: fact {i}: 'says' must be a list of strings")
         facts.append(Fact(text=str(f.get("text", "")), says=tuple(says)))
+    role = data.get("role")
+    if role is not None and role not in ROLE_NAMES:
+        raise KbError(f"{path}: role '{role}' is not one of {', '.join(ROLE_NAMES)}")
     return Intent(
         id=_str(data, "id", path),
         title=_str(data, "title", path),
@@ -133,6 +166,7 @@ def load_intent(path: Path) -> Intent:
         answer=_str(data, "answer", path),
         facts=tuple(facts),
         source=path,
+        role=role,
     )
 
 
@@ -191,7 +225,25 @@ def load_kb(root: Path) -> KnowledgeBase:
         if path.name not in ("taxonomy.json", "intents", "phrasings", "prompts.toml", "README.md"):
             unknown.append(path)
     return KnowledgeBase(root=root, taxonomy=taxonomy, intents=intents, phrasings=phrasings,
-                         prompts=prompts, unknown_files=unknown)
+                         prompts=prompts, roles=_roles(root, intents), unknown_files=unknown)
+
+
+def _roles(root: Path, intents: dict[str, Intent]) -> Roles:
+    """Which intent plays each role: exactly one per role."""
+    found: dict[str, Intent] = {}
+    for intent in intents.values():
+        if intent.role is None:
+            continue
+        if intent.role in found:
+            raise KbError(f"{intent.source}: role '{intent.role}' is already played by "
+                          f"{found[intent.role].source}: one intent per role")
+        found[intent.role] = intent
+    missing = [r for r in ROLE_NAMES if r not in found]
+    if missing:
+        raise KbError(f"{root / 'intents'}: no intent has role {', '.join(map(repr, missing))}: "
+                      f"add e.g. role = \"{missing[0]}\" to the intent file the dialogue "
+                      f"should use for it")
+    return Roles(**{r: found[r].id for r in ROLE_NAMES})
 
 
 def spoken_seconds(text: str) -> float:

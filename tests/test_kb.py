@@ -61,7 +61,7 @@ def test_check_finds_what_is_wrong(kb_copy):
     # an unknown intent
     text = (kb_copy / "intents" / "oui.toml").read_text()
     (kb_copy / "intents" / "peut_etre.toml").write_text(
-        text.replace('id = "oui"', 'id = "peut_etre"'))
+        text.replace('id = "oui"', 'id = "peut_etre"').replace('role = "yes"', ""))
     # a missing intent
     (kb_copy / "intents" / "reclamation.toml").unlink()
     # an answer that drops a fact, and one far too long
@@ -85,4 +85,23 @@ def test_check_finds_what_is_wrong(kb_copy):
 def test_taxonomy_is_json_checked(kb_copy):
     (kb_copy / "taxonomy.json").write_text("[{\"id\": \"x\",}")
     with pytest.raises(KbError, match="taxonomy.json:1"):
+        load_kb(kb_copy)
+
+
+def test_the_intents_the_dialogue_acts_on_are_named_by_role(kb_copy):
+    roles = load_kb(kb_copy).roles
+    assert (roles.advisor, roles.yes, roles.goodbye) == ("parler_conseiller", "oui", "au_revoir")
+    assert roles.closings == ("remerciement", "au_revoir", "non")
+    advisor = kb_copy / "intents" / "parler_conseiller.toml"
+    text = advisor.read_text()
+    # a role nobody plays: refused, with what to add
+    advisor.write_text(text.replace('role = "advisor"', "#"))
+    with pytest.raises(KbError, match="no intent has role 'advisor'.*role = \"advisor\""):
+        load_kb(kb_copy)
+    # two intents for one role, or a role that does not exist: refused, naming the file
+    advisor.write_text(text.replace('role = "advisor"', 'role = "yes"'))
+    with pytest.raises(KbError, match="role 'yes' is already played"):
+        load_kb(kb_copy)
+    advisor.write_text(text.replace('role = "advisor"', 'role = "boss"'))
+    with pytest.raises(KbError, match=r"parler_conseiller.toml: role 'boss' is not one of"):
         load_kb(kb_copy)

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ..errors import KbError
+from ..kb import Roles, load_kb
 from ..transcripts import stats as stats_mod
 from ..transcripts.records import OUTCOMES
 from ..transcripts.store import CallFilter
@@ -66,10 +68,18 @@ def routes(console: Console) -> list[Route]:
         return days, _midnight(today - timedelta(days=days - 1)), _midnight(
             today + timedelta(days=1))
 
+    async def roles() -> Roles | None:
+        """The KB's conversation intents (kept out of the top intents), read now: an edit of
+        the KB shows at once; a KB that does not load hides nothing."""
+        try:
+            return (await console.db(load_kb, console.config.paths.kb)).roles
+        except KbError:
+            return None
+
     @page(console)
     async def dashboard(request: Request) -> Response:
         days, since, until = period(request)
-        s = await console.db(stats_mod.compute, store, since, until)
+        s = await console.db(stats_mod.compute, store, since, until, await roles())
         charts = {
             "per_day": day_bars(s.per_day),
             "transfers": hbars(s.transfers, "Transfers by reason", "No transfer."),
@@ -84,7 +94,7 @@ def routes(console: Console) -> list[Route]:
     @page(console)
     async def api_stats(request: Request) -> Response:
         _, since, until = period(request)
-        s = await console.db(stats_mod.compute, store, since, until)
+        s = await console.db(stats_mod.compute, store, since, until, await roles())
         return JSONResponse(stats_mod.as_dict(s))
 
     @page(console)

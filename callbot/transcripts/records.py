@@ -19,12 +19,6 @@ OUTCOMES = (RESOLVED, TRANSFERRED, CALLER_HANGUP, NO_INPUT, ERROR)
 OUTCOME_LABELS = {RESOLVED: "resolved", TRANSFERRED: "transferred",
                   CALLER_HANGUP: "hung up by caller", NO_INPUT: "no input", ERROR: "error"}
 
-# Intents that steer the conversation rather than ask a question: they are not "answers"
-# for the containment rate, nor "top intents" on the dashboard.
-CONTROL_INTENTS = frozenset({"oui", "non", "salutation", "remerciement", "au_revoir",
-                             "repeter"})
-ADVISOR_INTENT = "parler_conseiller"
-
 # Review queue actions.
 ASSIGNED, OUT_OF_SCOPE_ACTION, DISMISSED = "assigned", "out_of_scope", "dismissed"
 REVIEW_ACTIONS = (ASSIGNED, OUT_OF_SCOPE_ACTION, DISMISSED)

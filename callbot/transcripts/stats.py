@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ..kb import OUT_OF_SCOPE, Roles
 from .db import Connection
 from .records import (
     CALLER_HANGUP,
-    CONTROL_INTENTS,
     OUTCOMES,
     RESOLVED,
     TRANSFERRED,
@@ -71,7 +71,8 @@ def _every_day(rows: list[tuple[str, int, int]], since: float, until: float
     return sorted(out + [(day, n, k) for day, (n, k) in found.items()])
 
 
-def _collect(conn: Connection, since: float, until: float, top: int) -> Stats:
+def _collect(conn: Connection, since: float, until: float, top: int,
+             conversation: frozenset[str]) -> Stats:
     s = Stats(since=since, until=until)
     rng = "c.started_at >= ? AND c.started_at < ?"
     p = (since, until)
@@ -90,7 +91,8 @@ def _collect(conn: Connection, since: float, until: float, top: int) -> Stats:
     s.transfers = [(r["reason"] or "unknown", int(r["n"])) for r in conn.rows(
         f"SELECT c.transfer_reason AS reason, COUNT(*) AS n FROM calls c WHERE {rng} "
         f"AND c.outcome = '{TRANSFERRED}' GROUP BY c.transfer_reason ORDER BY n DESC", p)]
-    controls = ", ".join(f"'{i}'" for i in sorted(CONTROL_INTENTS | {"hors_sujet"}))
+    # Intents that steer the conversation rather than ask a question are not "top intents".
+    controls = ", ".join(f"'{i}'" for i in sorted(set(conversation) | {OUT_OF_SCOPE}))
     s.top_intents = [(r["intent"], int(r["n"])) for r in conn.rows(
         f"SELECT t.intent AS intent, COUNT(*) AS n FROM turns t JOIN calls c "
         f"ON c.id = t.call_id WHERE {rng} AND t.speaker = 'caller' "
@@ -113,9 +115,14 @@ def _collect(conn: Connection, since: float, until: float, top: int) -> Stats:
     return s
 
 
-def compute(store: TranscriptStore, since: float, until: float, top: int = 10) -> Stats:
-    """The dashboard's figures for calls started in [since, until)."""
-    return store.read(lambda conn: _collect(conn, since, until, top))
+def compute(store: TranscriptStore, since: float, until: float, roles: Roles | None,
+            top: int = 10) -> Stats:
+    """The dashboard's figures for calls started in [since, until); ``roles``: the KB's
+    conversation intents (yes, thanks, ...), left out of the top intents (an advisor request
+    stays in: callers asking for a person is worth seeing). None (a KB being edited that
+    does not load): every intent is shown."""
+    conversation = roles.conversation - {roles.advisor} if roles else frozenset()
+    return store.read(lambda conn: _collect(conn, since, until, top, conversation))
 
 
 def as_dict(s: Stats) -> dict[str, Any]:
