@@ -2,7 +2,8 @@
 
 Speech recognizers write numbers as digits ("3 semaines", "732 829 320") or as words
 ("trois semaines", "sept cent trente deux"). The classifier wants one form (words); the
-SIREN capture wants the other (digits). Both live here so that they agree.
+SIREN capture wants the other (digits, :mod:`callbot.siren`). Both read numbers here so that
+they agree.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ _TENS_VALUE = {"vingt": 20, "vingts": 20, "trente": 30, "quarante": 40, "cinquan
                "septante": 70, "huitante": 80, "octante": 80, "nonante": 90}
 
 
-def _number_at(tokens: list[str], i: int) -> tuple[int | None, int]:
+def number_at(tokens: list[str], i: int) -> tuple[int | None, int]:
     """Parse one number (< 1000) starting at tokens[i]; returns (value, next index)."""
     n = len(tokens)
 
@@ -150,53 +151,3 @@ def _number_at(tokens: list[str], i: int) -> tuple[int | None, int]:
                 return h * 100, i + 2
             return h * 100 + (rest or 0), k
     return below_100(i)
-
-
-def spoken_digits(text: str) -> str:
-    """All the digits a caller said, in order: "sept cent trente deux 8 2 9" -> "732829".
-
-    Each spoken number contributes its decimal digits, so groups ("trois cent vingt") and
-    single digits ("trois deux zéro") both work. Other words are ignored.
-    """
-    from .text import normalize
-
-    tokens = normalize(text, numbers_as_words=False).split()
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok.isdigit():
-            out.append(tok)
-            i += 1
-            continue
-        value, j = _number_at(tokens, i)
-        if value is None or j == i:
-            i += 1
-            continue
-        out.append(str(value))
-        i = j
-    return "".join(out)
-
-
-def luhn_ok(digits: str) -> bool:
-    """Luhn key, as used by SIREN (9 digits) and SIRET (14 digits)."""
-    if not digits.isdigit():
-        return False
-    total = 0
-    for pos, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if pos % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def siren_from_digits(digits: str) -> str | None:
-    """A valid SIREN from what the caller gave: 9 digits, or a SIRET's first 9."""
-    if len(digits) == 9 and luhn_ok(digits):
-        return digits
-    if len(digits) == 14 and luhn_ok(digits[:9]):
-        return digits[:9]
-    return None

@@ -2,7 +2,8 @@
 
 import pytest
 
-from callbot.numbers import int_to_words, luhn_ok, siren_from_digits, spoken_digits
+from callbot.numbers import int_to_words
+from callbot.siren import luhn_ok, siren_from_digits, spoken_digits
 from callbot.text import normalize
 
 

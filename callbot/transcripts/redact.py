@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from ..numbers import spoken_digits
+from ..siren import spoken_digits
 from ..text import strip_accents
 
 NUMBER = "[numéro]"
