@@ -1,9 +1,57 @@
-"""Dialogue policy, case by case, with the real knowledge base and the trained classifier."""
+"""Dialogue policy, case by case, with the real knowledge base and a scripted classifier.
+
+What the classifier understands is written here (SCRIPT), so a retrain cannot change what
+these tests check; the trained classifier has its own tests (test_nlu.py, test_calls.py).
+"""
+
+import dataclasses
 
 import pytest
+from scripted import ScriptedClassifier
 
-from callbot.dialogue import Dialogue, State, yes_no
+from callbot.dialogue import Dialogue, DialogueSnapshot, State, yes_no
 from callbot.events import HangUp, Say, Transfer
+
+# What the classifier understands of each utterance that reaches it (after the dialogue's
+# own rules for yes, no and closings): an intent, (intent, "confirm"), or "hors_sujet".
+# REQUESTS stand alone (test_nlu.py checks the trained classifier reads them so too);
+# IN_CONTEXT are read with what came before (a follow-up, a correction, a reply while the
+# SIREN is asked for): their reading depends on the context the dialogue passes.
+REQUESTS = {
+    "c'est quoi la différence entre le siren et le siret": "difference_siren_siret",
+    "c'est quoi un code ape": "code_ape_definition",
+    "je cherche mon numéro siret je l'ai perdu": "retrouver_siren_siret",
+    "je voudrais parler à un conseiller s'il vous plaît": "parler_conseiller",
+    "quelqu'un a créé une entreprise à mon nom sans que je sois au courant":
+        "usurpation_identite",
+    "ça fait deux mois que j'ai déclaré mon activité et j'ai toujours pas reçu mon numéro "
+    "siren": "siren_non_recu",
+    "au revoir": "au_revoir",
+    "bon ben merci au revoir bonne journée": "au_revoir",
+    "comment je fais pour fermer mon auto entreprise": "cessation_activite",
+    "comment je fais pour trouver mon code ape": "connaitre_code_ape",
+    "comment on fait pour obtenir un numéro siren": "obtenir_siren",
+    "je voudrais savoir comment on obtient un numéro siren": "obtenir_siren",
+    "merci madame": "remerciement",
+    "où est-ce que je télécharge mon avis de situation": "obtenir_avis_situation",
+    "quel temps fera-t-il demain à Brest": "hors_sujet",
+    "je voudrais fermer ma société": "cessation_activite",
+    "je voudrais commander une pizza quatre fromages": "hors_sujet",
+    "pardon vous pouvez répéter s'il vous plaît": "repeter",
+    "je voudrais savoir comment masquer mes données": "statut_diffusion",
+    "je voulais savoir comment masquer mes informations": "statut_diffusion",
+    "non mais passez moi un conseiller": "parler_conseiller",
+}
+IN_CONTEXT = {
+    "et pour une association c'est pareil": "siren_association",
+    "et pour la rouvrir plus tard": "reprise_activite",
+    "je voulais savoir où je trouve le mien": "connaitre_code_ape",
+    "je ne l'ai pas": "hors_sujet",
+    "je l'ai pas sous la main": "hors_sujet",
+    "aucune idée": "hors_sujet",
+    "non": "non",
+}
+SCRIPT = {**REQUESTS, **IN_CONTEXT}
 
 
 def keys(turn):
@@ -16,22 +64,22 @@ def ending(turn):
 
 
 @pytest.fixture
-def dlg(kb, classifier, config):
-    d = Dialogue(kb, classifier, config.dialogue)
+def dlg(kb, config):
+    d = Dialogue(kb, ScriptedClassifier(SCRIPT), config.dialogue)
     d.start()
     return d
 
 
 @pytest.fixture
-def unsure(kb, classifier, config):
-    """A dialogue whose classifier never answers at once: every understood utterance is confirmed."""
-    d = Dialogue(kb, classifier.with_overrides(confident=0.9999, margin=0.9999), config.dialogue)
+def unsure(kb, config):
+    """A dialogue whose classifier is never sure: every understood utterance is medium."""
+    d = Dialogue(kb, ScriptedClassifier(SCRIPT, unsure=True), config.dialogue)
     d.start()
     return d
 
 
-def test_greeting_says_automated_assistant_and_advisor(kb, classifier, config):
-    d = Dialogue(kb, classifier, config.dialogue)
+def test_greeting_says_automated_assistant_and_advisor(kb, config):
+    d = Dialogue(kb, ScriptedClassifier(SCRIPT), config.dialogue)
     turn = d.start()
     text = turn.bot_text.lower()
     assert turn.caller is None and keys(turn) == ["prompt:greeting"]
@@ -98,12 +146,48 @@ def test_yes_followed_by_a_question_answers_it(dlg):
 
 
 def test_follow_up_leans_on_the_previous_answer(dlg):
+    """The dialogue gives the classifier the request just answered (reading a follow-up in
+    its light is the classifier's job: test_nlu.py)."""
     dlg.hear("comment on fait pour obtenir un numéro siren")
     turn = dlg.hear("et pour une association c'est pareil")
     assert turn.intent == "siren_association"
+    text, context = dlg.classifier.calls[-1]
+    assert text == "et pour une association c'est pareil"
+    assert context.previous_intent == "obtenir_siren"
+    assert context.previous_request == "comment on fait pour obtenir un numéro siren"
     dlg.hear("oui")
     dlg.hear("je voudrais fermer ma société")
     assert dlg.hear("et pour la rouvrir plus tard").intent == "reprise_activite"
+    assert dlg.classifier.calls[-1][1].previous_intent == "cessation_activite"
+
+
+def test_a_correction_tells_the_classifier_what_was_wrong(dlg):
+    dlg.hear("c'est quoi un code ape")
+    dlg.hear("non pas ça je voulais savoir où je trouve le mien")
+    text, context = dlg.classifier.calls[-1]
+    assert text == "je voulais savoir ou je trouve le mien"       # the rest, normalized
+    assert context.rejected == "code_ape_definition"
+
+
+def test_conversation_replies_are_not_topics_for_follow_ups(dlg):
+    dlg.hear("comment je fais pour trouver mon code ape")
+    dlg.hear("pardon vous pouvez répéter s'il vous plaît")
+    dlg.hear("et pour une association c'est pareil")
+    assert dlg.classifier.calls[-1][1].previous_intent == "connaitre_code_ape"
+
+
+def test_the_snapshot_holds_every_piece_of_conversation_state(dlg):
+    """A take-back restores the snapshot: a state field it forgot would leak across."""
+    fixed = {"kb", "ids", "classifier", "config"}
+    assert set(vars(dlg)) - fixed == {f.name for f in dataclasses.fields(DialogueSnapshot)}
+    dlg.hear("comment je fais pour trouver mon code ape")
+    snap = dlg.snapshot()
+    dlg.hear("au revoir")
+    assert dlg.state is State.ENDED and dlg.ending is not None
+    dlg.restore(snap)
+    assert dlg.state is State.ANOTHER and dlg.ending is None
+    assert dlg.intents == ["connaitre_code_ape"] and isinstance(dlg.intents, list)
+    assert dlg.snapshot() == snap
 
 
 def test_correction_after_an_answer(dlg):

@@ -111,3 +111,21 @@ def test_rejected_intent_is_not_proposed_again(classifier):
     first = classifier.classify(text)
     again = classifier.classify(text, Context(rejected=first.intent))
     assert again.intent != first.intent
+
+
+def test_the_dialogue_tests_script_is_what_the_classifier_reads(classifier):
+    """tests/test_dialogue.py runs on scripted understandings; the trained classifier reads
+    its stand-alone requests the same way (allowing one in twenty to differ after a retrain,
+    so that one utterance's numerics cannot fail the suite, while a drift still does)."""
+    from test_dialogue import REQUESTS as SCRIPT
+
+    from callbot.kb import OUT_OF_SCOPE
+
+    differ = []
+    for text, expected in SCRIPT.items():
+        intent = expected if isinstance(expected, str) else expected[0]
+        u = classifier.classify(text)
+        got = OUT_OF_SCOPE if u.decision == "reject" else u.intent
+        if got != intent:
+            differ.append((text, intent, got))
+    assert len(differ) <= len(SCRIPT) // 20, differ
