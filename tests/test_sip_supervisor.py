@@ -9,42 +9,26 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 
 import pytest
 
 from telephony import probe
 from telephony.testing import (ROOT, child_env, first, first_request, free_port, run_caller,
-                               start_sipp_uas)
+                               serve_config, serve_port, start_sipp_uas)
+
+GOODBYE = "/usr/share/asterisk/sounds/fr/vm-goodbye.wav"
 
 
 def test_supervisor_restarts_a_dead_worker_and_stops_cleanly(tmp_path, config):
     if not (config.paths.models / config.asr.whisper_model / "model.bin").is_file():
         pytest.fail("Whisper model missing: run `callbot models install --test-models`")
-    base = free_port()
-    while not all(_free(base + i) for i in range(2)):
-        base = free_port()
-    front = free_port()
     queue_port = free_port("udp")
-    cfg = tmp_path / "callbot.toml"
-    cfg.write_text(f"""
-[paths]
-data = "{tmp_path / 'data'}"
-
-[sip]
-port = {front}
-rtp_port_range = 40
-
-[transfer]
-queue_uri = "sip:conseillers@127.0.0.1:{queue_port}"
-refer_timeout_s = 8.0
-
-[workers]
-count = 2
-base_sip_port = {base}
-base_rtp_port = {26000 + (os.getpid() % 300) * 100}
-health_interval_s = 1.0
-drain_timeout_s = 3.0
-""")
+    cfg = serve_config(tmp_path, workers=2,
+                       transfer={"queue_uri": f"sip:conseillers@127.0.0.1:{queue_port}",
+                                 "refer_timeout_s": 8.0})
+    front = serve_port(cfg)
+    base = tomllib.loads(cfg.read_text())["workers"]["base_sip_port"]
     proc = subprocess.Popen([sys.executable, "-m", "callbot", "--config", str(cfg), "serve"],
                             cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)
     events: list[dict] = []
@@ -112,21 +96,6 @@ drain_timeout_s = 3.0
     stopped = wait_for(lambda e: e["event"] == "stopped" and e.get("source") == "supervisor")
     assert stopped[0]["codes"] == {"0": 0, "1": 0}, stopped    # both workers exited cleanly
     assert stopped[0]["front"] == 0, stopped                   # Kamailio too, last
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-GOODBYE = "/usr/share/asterisk/sounds/fr/vm-goodbye.wav"
 
 
 def _gone(pid: int, timeout: float) -> bool:
