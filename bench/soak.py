@@ -147,6 +147,7 @@ class Soak:
         args = self.args
         queue_port = free_port("udp")
         cfg = serve_config(self.folder, workers=args.workers,
+                           workers_table={"allocator": args.allocator},
                            transfer={"queue_uri": f"sip:conseillers@127.0.0.1:{queue_port}"})
         # the advisor queue answers every transfer, as a real one does
         queue = start_sipp_uas(queue_port, self.folder / "queue.log", self.folder,
@@ -173,7 +174,8 @@ class Soak:
         worker_port = next(e["port"] for e in serve.events if e["event"] == "worker_started")
         print(f"# soak: {args.minutes:g} min, {args.workers} workers ({capacity} calls), "
               f"load {args.load:.0%} -> {rate * 60:.1f} arrivals/min, hostile "
-              f"{args.hostile:.0%}; serve ready in {ready['start_s']} s", flush=True)
+              f"{args.hostile:.0%}; serve ready in {ready['start_s']} s; "
+              f"allocator {args.allocator}", flush=True)
         t0 = time.monotonic()
         warm_at = total_s / 3
         warm = end = None
@@ -234,7 +236,7 @@ class Soak:
         rss_growth = {w: round(100.0 * (end[w][0] - warm[w][0]) / max(1, warm[w][0]), 1)
                       for w in end if w in warm}
         return {
-            "minutes": self.args.minutes, "workers": self.args.workers,
+            "minutes": self.args.minutes, "workers": self.args.workers, "allocator": self.args.allocator,
             "calls_attempted": len(calls), "calls_answered": len(answered),
             "calls_busy": len(busy), "calls_completed": len(completed),
             "rss_trace": self.rss_trace,
@@ -323,6 +325,9 @@ def main() -> int:
     ap.add_argument("--hostile", type=float, default=0.05, help="share of hostile arrivals")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    ap.add_argument("--allocator", choices=("glibc", "jemalloc"), default="glibc",
+                    help="the workers' allocator (workers.allocator); jemalloc reads "
+                         "MALLOC_CONF from this environment")
     args = ap.parse_args()
     # A stopped run (SIGTERM, as from `timeout`) still stops its serve and callers.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
