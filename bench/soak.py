@@ -236,7 +236,8 @@ class Soak:
         rss_growth = {w: round(100.0 * (end[w][0] - warm[w][0]) / max(1, warm[w][0]), 1)
                       for w in end if w in warm}
         return {
-            "minutes": self.args.minutes, "workers": self.args.workers, "allocator": self.args.allocator,
+            "minutes": self.args.minutes, "workers": self.args.workers,
+            "allocator": self.args.allocator,
             "calls_attempted": len(calls), "calls_answered": len(answered),
             "calls_busy": len(busy), "calls_completed": len(completed),
             "rss_trace": self.rss_trace,
