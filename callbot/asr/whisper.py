@@ -110,7 +110,14 @@ class WhisperEngine:
         return self._pool.submit(self.transcribe, samples, sample_rate)
 
     def window_frames(self, n_frames: int) -> int:
+        """The encoder window for ``n_frames`` of speech, rounded up to whole seconds.
+
+        Every distinct input length leaves kernels and buffers cached in CTranslate2: with
+        windows of any length, 150 decodes of 0.8-9 s took a process from 295 to 359 MB and
+        still rising; rounded to whole seconds (at most 21 lengths), the same decodes stay at
+        290 MB. The extra padding is at most one second of silence-level features."""
         want = max(self.window_s * FRAMES_PER_S, n_frames + PAD_S * FRAMES_PER_S)
+        want = math.ceil(want / FRAMES_PER_S) * FRAMES_PER_S
         return int(min(FULL_WINDOW_S * FRAMES_PER_S, want))
 
     def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript:
