@@ -10,7 +10,7 @@ understand, then "Merci.", again, … and "Au revoir."), waiting for the bot eac
 hangs up at the call's end if the bot has not. ``--hostile`` of the arrivals are hostile
 instead: a burst of malformed datagrams, an INVITE whose audio never flows (a=sendonly), a
 flood of 300 DTMF keys by SIP INFO, an INVITE sent straight to a worker, a burst of 200
-OPTIONS.
+OPTIONS, each kind in turn.
 
 Reported (and written to ``--json``):
   calls attempted / answered / completed (ended by a goodbye or the caller's hang-up);
@@ -197,7 +197,9 @@ class Soak:
             if now >= next_arrival:
                 next_arrival += self.rng.expovariate(rate)
                 if self.rng.random() < args.hostile:
-                    self.hostile_traffic(self.rng.choice(HOSTILE), serve, worker_port)
+                    # in turn, so that a run draws every kind rather than luck's mix
+                    kind = HOSTILE[sum(self.hostile.values()) % len(HOSTILE)]
+                    self.hostile_traffic(kind, serve, worker_port)
                 else:
                     call = Call(i, now, self.rng.uniform(MIN_S, MAX_S))
                     i += 1
