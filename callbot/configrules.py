@@ -99,7 +99,8 @@ def env_overrides(table: Mapping[str, Mapping[str, Any]], env: Mapping[str, str]
 
 def coerce(name: str, value: Any, default: Any, where: str) -> Any:
     """``value`` as the type of its ``default`` (bool, int, float, str, list of str); strings
-    lose their surrounding blanks (a pasted value with a trailing space is the same value)."""
+    lose their surrounding blanks (a pasted value with a trailing space is the same value);
+    a whole number given for a string becomes its digits (the field's parser reads it)."""
     if isinstance(default, bool):
         if isinstance(value, str):
             low = value.strip().lower()
@@ -125,6 +126,8 @@ def coerce(name: str, value: Any, default: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: {name} must be a number, not {value!r}") from None
     if isinstance(default, str):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)      # a number where "auto" or a number is allowed
         if not isinstance(value, str):
             raise ConfigError(f"{where}: {name} must be a string, not {value!r}")
         return value.strip()

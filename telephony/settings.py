@@ -176,6 +176,61 @@ def _secret(value: str, name: str, where: str) -> str:
     return value
 
 
+# What one worker costs, measured on this project's 2-core machine (Whisper base, e5 encoder,
+# 4 calls): 540-600 MB resident after a 30-minute soak, and one core to keep 4 callers'
+# answers within a second (2 workers on 2 cores: long turns p95 0.8 s; 4 workers on the same
+# 2 cores: p95 3.9 s, decodes queueing behind each other).
+WORKER_MB = 700
+RESERVED_MB = 1024         # the front, the supervisor, the console, the operating system
+MAX_WORKERS = 256
+
+
+def auto_workers(cores: int | None = None, available_mb: int | None = None) -> int:
+    """``workers.count = "auto"``: one worker per core, as many as memory holds.
+
+    Cores are those this process may run on (a container's CPU set, not the host's);
+    memory is what is available now, or the cgroup's limit when lower."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+    if available_mb is None:
+        available_mb = _available_mb()
+    by_memory = (available_mb - RESERVED_MB) // WORKER_MB if available_mb else cores
+    return max(1, min(cores, by_memory, MAX_WORKERS))
+
+
+def _available_mb() -> int:
+    """MemAvailable, bounded by the cgroup v2 memory limit; 0 when unknown."""
+    mb = 0
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                mb = int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        return 0
+    try:
+        limit = open("/sys/fs/cgroup/memory.max", encoding="ascii").read().strip()
+        used = int(open("/sys/fs/cgroup/memory.current", encoding="ascii").read())
+        if limit != "max":
+            mb = min(mb, (int(limit) - used) // 2**20)
+    except (OSError, ValueError):
+        pass
+    return mb
+
+
+def _count(value: Any, name: str, where: str) -> int:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return auto_workers()
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if not 1 <= n <= MAX_WORKERS or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{where}: {name} = {value!r} must be \"auto\" or a whole number "
+                          f"from 1 to {MAX_WORKERS}")
+    return n
+
+
 PORT = rule(ge=1, le=65535)
 RTP_PORT = rule(ge=1024, le=65534)
 POSITIVE = rule(gt=0)
@@ -228,7 +283,7 @@ class TransferSettings:
 
 @dataclass(frozen=True)
 class WorkersSettings:
-    count: int = field(metadata=rule(ge=1, le=256))
+    count: int = field(metadata=rule(parse=_count))
     bind: str = field(metadata=rule(parse=_address))
     front_secret: str = field(repr=False, metadata=rule(parse=_secret))
     base_sip_port: int = field(metadata=PORT)

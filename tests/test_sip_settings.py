@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callbot.errors import ConfigError
-from telephony.settings import load_settings
+from telephony.settings import auto_workers, load_settings
 from telephony.transfer import ascii_safe, context_headers, refer_target
 from callbot.events import Transfer, TransferContext
 
@@ -62,6 +62,8 @@ threads = 1
     ("[transfer]\nqueue_uri = \"conseillers\"\n", "transfer.queue_uri"),
     ("[transfer]\nrefer_timeout_s = 0\n", "transfer.refer_timeout_s"),
     ("[workers]\ncount = 0\n", "workers.count"),
+    ("[workers]\ncount = \"many\"\n", "workers.count"),
+    ("[workers]\ncount = 257\n", "workers.count"),
     ("[[sip.accounts]]\nregistrar = \"sip:pbx.example\"\nuser = \"bot\"\n",
      "sip.accounts[0].password"),
     ("[[sip.accounts]]\nregistrar = \"sip:pbx\"\nuser = \"b\"\npassword = \"p\"\nexpires = 1\n",
@@ -71,6 +73,17 @@ def test_bad_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:
         settings_from_text(tmp_path, text)
     assert key in str(err.value)
+
+
+def test_auto_worker_count_follows_cores_and_memory(tmp_path):
+    # one worker per core, as many as memory holds (700 MB each, 1 GB kept)
+    assert auto_workers(cores=2, available_mb=24_000) == 2
+    assert auto_workers(cores=16, available_mb=3_200) == 3
+    assert auto_workers(cores=4, available_mb=900) == 1      # never none
+    s = settings_from_text(tmp_path, "[workers]\ncount = \"auto\"\n")
+    assert s.workers.count == auto_workers() >= 1
+    assert load_settings(env={}).workers.count == auto_workers()       # the default
+    assert load_settings(env={"CALLBOT_WORKERS_COUNT": "auto"}).workers.count == auto_workers()
 
 
 def test_unknown_environment_key_is_refused():
