@@ -88,6 +88,7 @@ class Soak:
         self.rng = random.Random(args.seed)
         self.calls: list[Call] = []
         self.hostile: dict[str, int] = {k: 0 for k in HOSTILE}
+        self.lost_detail: list[dict] = []
         self.lock = threading.Lock()
 
     # --- callers ------------------------------------------------------------------------
@@ -243,7 +244,7 @@ class Soak:
             "calls_attempted": len(calls), "calls_answered": len(answered),
             "calls_busy": len(busy), "calls_completed": len(completed),
             "rss_trace": self.rss_trace,
-            "caller_turns": said, "turns_lost": lost,
+            "caller_turns": said, "turns_lost": lost, "lost_detail": self.lost_detail,
             "hostile": self.hostile,
             "rss_mb_warm": {w: v[0] for w, v in warm.items()},
             "rss_mb_end": {w: v[0] for w, v in end.items()},
@@ -269,7 +270,10 @@ class Soak:
             return None
 
     def _turns_lost(self, serve: ServeProcess, answered: list[Call]) -> tuple[int, int]:
-        """Caller turns said >= 3 s before the call ended, missing from its transcript."""
+        """Caller turns said >= 3 s before the call ended, missing from its transcript.
+
+        Each call with a missing turn is described in ``self.lost_detail`` (the caller's
+        turns and events, the transcript's caller turns) so that a loss can be traced."""
         from callbot.transcripts import open_store
         from telephony.settings import load_settings
 
@@ -294,7 +298,13 @@ class Soak:
                 for store_id in ids:
                     heard += sum(1 for t in store.turns(store_id)
                                  if t["speaker"] == "caller" and t["kind"] == "speech")
-                lost += max(0, len(counted) - heard)
+                if len(counted) > heard:
+                    lost += len(counted) - heard
+                    self.lost_detail.append({
+                        "call": c.index, "sip_call": sip_id, "started_s": round(c.start, 1),
+                        "caller_events": c.events,
+                        "transcript": [{k: t[k] for k in ("speaker", "kind", "text")}
+                                       for sid in ids for t in store.turns(sid)]})
         finally:
             store.close()
         return lost, said
