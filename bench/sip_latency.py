@@ -1,7 +1,7 @@
 """Turn latency over real SIP through `callbot serve`, as the caller hears it (prints figures).
 
     .venv/bin/python bench/sip_latency.py [--engines whisper,vosk] [--levels 1,4,8,16]
-                                          [--ramp-s 8] [--workers 4]
+                                          [--ramp-s 8] [--workers 4] [--turn short|long]
 
 For each ASR engine, one `callbot serve` (Kamailio in front of ``--workers`` workers, 4
 calls each) in a temporary data folder; for each level, N pjsua2 callers (`callbot call`)
@@ -23,6 +23,15 @@ Late frames: the workers' receive callbacks more than 30 ms apart (their "hangup
 stats), over every frame of the level's calls. CPU: utime+stime over the level's wall
 time from /proc (% of one core); RSS: the peak sampled every 0.5 s. The callers run on the
 same machine and compete for the same cores: the figures are pessimistic for the bot.
+
+Turns: ``short`` (the default) is "Au revoir." (understood: a quick end of turn). ``long``
+are real sentences of 3-5 s, the callers taking them in turn: two Asterisk prompts the bot
+does not understand (3.7 s "Pour enregistrer votre message temporaire, appuyez sur 1." and
+4.7 s, so the turn waits the full end-of-turn silence unless the voice says it is done), and
+one it understands, a SIRENE question of about 4 s synthesized by espeak-ng (no recording
+of a real caller asking one is at hand). p50/p95/p99 are over every caller of the level.
+"held" counts the answers preceded by the holding prompt ("Un instant…": not ready 1.2 s
+after the caller's last word).
 
 Vosk uses the stand-in Korean model (the French one is not installed): it transcribes
 French as nonsense, so its turn is any utterance → the rephrase prompt; Whisper's turn is
@@ -75,10 +84,12 @@ def voiced(pcm: np.ndarray) -> np.ndarray:
     return np.sqrt((x * x).mean(axis=1)) > VOICE_RMS
 
 
-def turn_latency_ms(heard: np.ndarray, clip_last_voiced: int, silence_frames: int
-                    ) -> float | None:
+def turn_latency_ms(heard: np.ndarray, clip_last_voiced: int, silence_frames: int,
+                    skip_first: bool = False) -> float | None:
     """Replays the caller's rule: its turn starts once ``silence_frames`` of quiet follow
-    bot speech; the answer is the first voiced frame after the caller's last voiced one."""
+    bot speech; the answer is the first voiced frame after the caller's last voiced one.
+    ``skip_first``: the first thing heard was the holding prompt ("Un instant…"): the
+    answer is the next voiced frame after it and a pause of at least 100 ms."""
     v = voiced(heard)
     last = -1
     start = None
@@ -92,7 +103,17 @@ def turn_latency_ms(heard: np.ndarray, clip_last_voiced: int, silence_frames: in
         return None
     spoke_last = start + clip_last_voiced
     after = np.nonzero(v[spoke_last + 1:])[0]
-    return float((after[0] + 1) * 20) if after.size else None
+    if not after.size:
+        return None
+    if skip_first:
+        rest = v[spoke_last + 1:]
+        i = int(after[0])
+        while i < len(rest) and (rest[i] or not (rest[i:i + 5].size == 5
+                                                  and not rest[i:i + 5].any())):
+            i += 1                       # through the prompt, to a pause of 5 frames
+        nxt = np.nonzero(rest[i:])[0]
+        return float((i + nxt[0] + 1) * 20) if nxt.size else None
+    return float((after[0] + 1) * 20)
 
 
 @dataclass
@@ -131,7 +152,29 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
+LONG_PROMPTS = ("vm-tempgreeting", "pbx-invalid")
+LONG_UNDERSTOOD = ("Bonjour, je voudrais savoir comment obtenir mon avis de situation au "
+                   "répertoire Sirène.")
+
+
+def long_turns(folder: Path) -> list[Path]:
+    """The long turns: two real prompts (not understood) and one synthesized question."""
+    from callbot.audio import resample, to_int16, write_wav
+
+    out = folder / "long-understood.wav"
+    raw = folder / "long-understood-22k.wav"
+    subprocess.run(["espeak-ng", "-v", "fr", "-s", "150", "-w", str(raw), LONG_UNDERSTOOD],
+                   check=True)
+    import wave
+    with wave.open(str(raw)) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    write_wav(out, to_int16(resample(pcm, rate, 8000)), 8000)
+    sounds = Path("/usr/share/asterisk/sounds/fr")
+    return [sounds / f"{p}.wav" for p in LONG_PROMPTS] + [out]
+
+
+def run_level(serve: ServeProcess, uri: str, n: int, clips: list[tuple[Path, int]],
               silence_ms: int, folder: Path, hold_s: int, ramp_s: float,
               callers_nice: int = 0) -> dict:
     workers = serve.worker_pids()
@@ -159,6 +202,7 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
     for i in range(n):
         if i:
             time.sleep(ramp_s / n)
+        wav = clips[i % len(clips)][0]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "callbot", "call", uri, "--wav", str(wav), "--record",
              str(folder / f"heard-{n}-{i}.wav"), "--timeout", str(hold_s + 40),
@@ -175,12 +219,17 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
     stop.set()
     sampler.join()
     cpu = {k: 100.0 * (cpu_s(p) - before[k]) / wall for k, p in pids.items()}
+    held_calls = {e.get("call") for e in serve.events[seen:] if e["event"] == "held_on"}
+    held = len(held_calls)
     lat, failed = [], 0
     for i, out in enumerate(outs):
         events = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
         done = next((e for e in events if e["event"] == "done"), {})
         rec = folder / f"heard-{n}-{i}.wav"
-        ms = (turn_latency_ms(read_wav(rec), clip_last, silence_ms // 20)
+        clip_last = clips[i % len(clips)][1]
+        sip_id = next((e.get("call") for e in events if e["event"] == "answered"), None)
+        ms = (turn_latency_ms(read_wav(rec), clip_last, silence_ms // 20,
+                              skip_first=sip_id in held_calls)
               if done.get("answered") and rec.is_file() else None)
         if ms is None:
             failed += 1
@@ -192,8 +241,8 @@ def run_level(serve: ServeProcess, uri: str, n: int, wav: Path, clip_last: int,
     wk = {k: v for k, v in cpu.items() if k.startswith("worker")}
     decode, server = _server_side(folder / "data" / "transcripts.sqlite3", wall0)
     return {"calls": n, "measured": len(lat), "failed": failed,
-            "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95),
-            "max_ms": max(lat) if lat else None,
+            "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "p99_ms": _pct(lat, 99),
+            "max_ms": max(lat) if lat else None, "held": held,
             "decode_p50_ms": _pct(decode, 50), "server_p50_ms": _pct(server, 50),
             "late_frames_pct": round(100.0 * late / frames, 3) if frames else None,
             "frames": frames,
@@ -231,13 +280,14 @@ def _pct(xs: list[float], q: int) -> float | None:
     return round(xs[lo] + (xs[hi] - xs[lo]) * (k - lo), 0)
 
 
-def bench_engine(engine: str, levels: list[int], workers: int, wav: Path,
+def bench_engine(engine: str, levels: list[int], workers: int, wav: Path | None,
                  silence_ms: int, asr_threads: int = 0, ramp_s: float = 8.0,
                  callers_nice: int = 0) -> list[dict]:
-    clip = read_wav(wav)
-    clip_last = int(np.nonzero(voiced(clip))[0][-1])
+    """``wav`` None: the long turns."""
     with tempfile.TemporaryDirectory(prefix=f"sipbench-{engine}-") as tmp:
         folder = Path(tmp)
+        wavs = [wav] if wav is not None else long_turns(folder)
+        clips = [(w, int(np.nonzero(voiced(read_wav(w)))[0][-1])) for w in wavs]
         sections = {k: dict(v) for k, v in ENGINES[engine].items()}
         if asr_threads:
             sections["asr"]["threads"] = asr_threads
@@ -258,7 +308,7 @@ def bench_engine(engine: str, levels: list[int], workers: int, wav: Path,
                   f"load_s={[e['load_s'] for e in loaded]}", flush=True)
             uri = f"sip:callbot@127.0.0.1:{front}"
             for n in levels:
-                row = run_level(serve, uri, n, wav, clip_last, silence_ms, folder,
+                row = run_level(serve, uri, n, clips, silence_ms, folder,
                                 HOLD_S[engine], ramp_s, callers_nice)
                 row["engine"] = engine
                 rows.append(row)
@@ -282,6 +332,8 @@ def main() -> int:
     p.add_argument("--levels", default="1,4,8,16")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--wav", type=Path, default=Path("/usr/share/asterisk/sounds/fr/vm-goodbye.wav"))
+    p.add_argument("--turn", choices=("short", "long"), default="short",
+                   help="short: --wav; long: real 3-5 s sentences (see above)")
     p.add_argument("--silence-ms", type=int, default=1000)
     p.add_argument("--ramp-s", type=float, default=8.0,
                    help="the level's calls are placed this many seconds apart in total "
@@ -295,13 +347,15 @@ def main() -> int:
     levels = [int(x) for x in a.levels.split(",")]
     rows = []
     for engine in a.engines.split(","):
-        rows += bench_engine(engine, levels, a.workers, a.wav, a.silence_ms, a.asr_threads,
-                             a.ramp_s, a.callers_nice)
-    print(f"\nturn latency at the caller, {a.wav.name}, {a.workers} workers behind Kamailio, "
+        rows += bench_engine(engine, levels, a.workers, a.wav if a.turn == "short" else None,
+                             a.silence_ms, a.asr_threads, a.ramp_s, a.callers_nice)
+    what = a.wav.name if a.turn == "short" else "long turns (3.7-4.7 s)"
+    print(f"\nturn latency at the caller, {what}, {a.workers} workers behind Kamailio, "
           f"{os.cpu_count()} cores (callers on the same machine), calls placed over "
           f"{a.ramp_s:g} s, callers at nice {a.callers_nice}, "
           f"asr.threads={a.asr_threads or 'config'}")
-    print(f"{'engine':8} {'calls':>5} {'ok':>4} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
+    print(f"{'engine':8} {'calls':>5} {'ok':>4} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'held':>4} "
           f"{'asr ms':>6} {'srv ms':>6} {'late>30ms':>9} {'cpu/worker %':>22} {'kam %':>6} "
           f"{'cpu tot %':>9} {'callers %':>9} "
           f"{'rss/worker MB':>18} {'rss tot MB':>10}")
@@ -310,7 +364,8 @@ def main() -> int:
         rw = "/".join(str(v) for v in r["rss_worker_mb"].values())
         late = "-" if r["late_frames_pct"] is None else f"{r['late_frames_pct']:.2f}%"
         print(f"{r['engine']:8} {r['calls']:>5} {r['measured']:>4} {_s(r['p50_ms']):>7} "
-              f"{_s(r['p95_ms']):>7} {_s(r['max_ms']):>7} {_s(r['decode_p50_ms']):>6} "
+              f"{_s(r['p95_ms']):>7} {_s(r['p99_ms']):>7} {_s(r['max_ms']):>7} {r['held']:>4} "
+              f"{_s(r['decode_p50_ms']):>6} "
               f"{_s(r['server_p50_ms']):>6} {late:>9} {cw:>22} "
               f"{r['cpu_kamailio_pct']:>6} {r['cpu_total_pct']:>9} "
               f"{r['cpu_callers_pct']:>9} {rw:>18} "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .configrules import build, env_overrides, merge, rule
+from .embedding import ENCODERS
 from .errors import ConfigError
 
 
@@ -64,6 +65,7 @@ class AsrConfig:
     prompt: str
     threads: int = field(metadata=rule(ge=0, why=" (0: automatic)"))
     whisper_window_s: float = field(metadata=POSITIVE)
+    whisper_batch: int = field(metadata=rule(ge=1, le=32))
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class EndpointingConfig:
     end_silence_ms: int = field(metadata=POSITIVE)
     quick_end: str = field(metadata=rule(choices=("understood", "always", "off")))
     quick_end_ms: int = field(metadata=POSITIVE)
+    hold_after_ms: int = field(metadata=rule(ge=0, why=" (0: never)"))
+    turn_model: str = field(metadata=rule(choices=("smart-turn-v3.2", "")))
+    turn_model_threshold: float = field(metadata=rule(gt=0, le=1))
+    mid_sentence_silence_ms: int = field(metadata=POSITIVE)
     max_utterance_ms: int = field(metadata=POSITIVE)
     no_input_ms: int = field(metadata=POSITIVE)
     pre_roll_ms: int
@@ -82,7 +88,7 @@ class EndpointingConfig:
 @dataclass(frozen=True)
 class NluConfig:
     model: str
-    encoder: str = field(metadata=rule(choices=("e5-small-q4", "")))
+    encoder: str = field(metadata=rule(choices=(*ENCODERS, "")))
     reject_threshold: float
     confident_threshold: float
     margin: float

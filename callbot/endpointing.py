@@ -42,7 +42,13 @@ class Endpointer:
         self.voiced_run_ms = 0
         self.silence_ms = 0
         self.utterance_ms = 0
+        self.end_silence_ms = config.end_silence_ms   # for the current pause (see wait)
         self.pre_roll: deque[bytes] = deque(maxlen=max(1, config.pre_roll_ms // FRAME_MS))
+
+    def wait(self, silence_ms: int) -> None:
+        """This pause ends the utterance only after ``silence_ms`` (the caller sounds
+        mid-sentence); the next voiced frame brings back ``end_silence_ms``."""
+        self.end_silence_ms = silence_ms
 
     def end_now(self) -> None:
         """The turn was ended early (a complete request after a short pause)."""
@@ -66,6 +72,7 @@ class Endpointer:
             if self.voiced_run_ms >= self.cfg.speech_start_ms:
                 self.in_speech = True
                 self.silence_ms = 0
+                self.end_silence_ms = self.cfg.end_silence_ms
                 self.utterance_ms = len(self.pre_roll) * self.frame_ms
                 audio = b"".join(self.pre_roll)
                 self.pre_roll.clear()
@@ -73,7 +80,9 @@ class Endpointer:
             return Step(voiced=voiced)
         self.utterance_ms += self.frame_ms
         self.silence_ms = 0 if voiced else self.silence_ms + self.frame_ms
-        if self.silence_ms >= self.cfg.end_silence_ms:
+        if voiced:
+            self.end_silence_ms = self.cfg.end_silence_ms
+        if self.silence_ms >= self.end_silence_ms:
             self.in_speech = False
             self.voiced_run_ms = 0
             return Step((Mark.END,), frame, voiced)

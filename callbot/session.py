@@ -25,12 +25,13 @@ from .config import Config
 from .errors import CallbotError
 from .dialogue import Dialogue, State
 from .events import (BargeIn, CallAudio, CallEvent, CallObserver, Ended, Ending, Failed, Final,
-                     PlaybackDrained, Say, SpeechStarted, Turn, TurnDecided)
+                     HeldOn, PlaybackDrained, Say, SpeechStarted, Turn, TurnDecided)
+from .holding import process_alarm
 from .intents import IntentClassifier, load_classifier
 from .kb import KnowledgeBase, load_kb
 from .listener import Listener
 from .tts.cache import SpeechCache
-from .turns import TurnTaker
+from .turns import TurnEndModel, TurnTaker
 
 GAP_MS = 150   # pause between two sentences of one reply
 log = logging.getLogger("callbot.session")
@@ -51,6 +52,7 @@ class Engines:
     classifier: IntentClassifier
     tts: SpeechCache
     asr: AsrEngine | None = None
+    turn_model: TurnEndModel | None = None     # reads the end of a turn from the voice
     model_stamp: tuple[int, int, int] = (0, 0, 0)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -63,7 +65,12 @@ class Engines:
         kb = load_kb(config.paths.kb)
         classifier = load_classifier(config)
         tts = SpeechCache(load_tts(config), cache_root(config))
-        return cls(config, kb, classifier, tts, load_asr(config) if asr else None, stamp)
+        turn_model = None
+        if asr and config.endpointing.turn_model:
+            from .smartturn import load_smart_turn
+            turn_model = load_smart_turn(config.paths.models)
+        return cls(config, kb, classifier, tts, load_asr(config) if asr else None, turn_model,
+                   stamp)
 
     def refresh(self) -> bool:
         """Reload the classifier and the KB if the model file changed; True if reloaded."""
@@ -134,7 +141,8 @@ class CallSession:
         self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue)
         self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE)
                          if engines.asr is not None else None)
-        self.turn_taker = (TurnTaker(self.listener, self.dialogue, self.config.endpointing)
+        self.turn_taker = (TurnTaker(self.listener, self.dialogue, self.config.endpointing,
+                                     engines.turn_model)
                            if self.listener is not None else None)
         self.playback = Playback(frame_bytes(TELEPHONY_RATE, FRAME_MS))
         self.observers: list[CallObserver] = list(observers)
@@ -148,6 +156,15 @@ class CallSession:
         self.ended = threading.Event()     # set once the last words are played
         self._was_playing = False          # at the previous frame (for PlaybackDrained)
         self._lock = threading.Lock()
+        # No dead air (callbot.holding): the alarm may queue the holding prompt while a
+        # decode holds self._lock; _hold_lock orders it with the answer's audio.
+        self._hold_text = engines.kb.prompts.get("holding", "")
+        self._hold_ms = self.config.endpointing.hold_after_ms if self._hold_text else 0
+        self._hold_lock = threading.Lock()
+        self._hold_armed = False           # the caller is silent in an utterance, unanswered
+        self._hold_deadline = 0.0          # when the alarm is set for (time.monotonic())
+        self._held: int | None = None      # the prompt was played, waited_ms (not yet told)
+        self._held_in_turn = False         # played for this turn already
 
     # --- inputs ----------------------------------------------------------------------------
     def start(self) -> Turn:
@@ -169,14 +186,18 @@ class CallSession:
             self._was_playing = playing
             if self.ended.is_set():
                 return
+            self._arm_hold()
             events = (self.turn_taker.feed(frame, self.clock_ms, self.playback.playing)
                       if self.turn_taker is not None else [])
             for ev in events:
                 self._emit(ev)
                 if isinstance(ev, SpeechStarted):
                     self._barge_in()
+                    self._held_in_turn = False
                 elif isinstance(ev, Final):
                     self._heard(ev.text, ev)
+            self._arm_hold()
+            self._tell_held()
             speaking = self.listener.in_speech if self.listener else False
             if self.playback.playing or speaking or self.ending is not None:
                 self.quiet_ms = 0
@@ -218,6 +239,7 @@ class CallSession:
 
     def close(self) -> None:
         """The call is over (whoever hung up): release what the call held."""
+        self._disarm_hold()
         if self.listener is not None:
             self.listener.close()
 
@@ -253,6 +275,8 @@ class CallSession:
         turn = self.dialogue.hear(text)
         if final is not None:
             turn.asr_engine, turn.asr_confidence = final.engine, final.confidence
+        self._disarm_hold()          # from here the answer's audio follows any holding prompt
+        self._tell_held()
         self._play(turn)
         latency = (time.perf_counter() - t0) * 1000 if turn.bot_text else None
         quick = final is not None and final.quick
@@ -270,6 +294,46 @@ class CallSession:
         if self.turn_taker is not None:
             self.turn_taker.answered(turn, quick=False)
         return turn
+
+    # --- no dead air ------------------------------------------------------------------------
+    def _arm_hold(self) -> None:
+        """While the caller is silent within an utterance, keep the alarm set for
+        ``hold_after_ms`` after the last voiced frame; otherwise keep it off."""
+        if not self._hold_ms or self.listener is None or self._held_in_turn:
+            return
+        silence = self.listener.silence_ms
+        if silence > 0 and not self.playback.playing and self.ending is None:
+            deadline = time.monotonic() + (self._hold_ms - silence) / 1000
+            with self._hold_lock:
+                self._hold_armed = True
+                self._hold_deadline = deadline
+            process_alarm().set(self, deadline, self._hold_fire)
+        elif self._hold_armed:
+            self._disarm_hold()
+
+    def _disarm_hold(self) -> None:
+        with self._hold_lock:
+            was = self._hold_armed
+            self._hold_armed = False
+        if was:
+            process_alarm().cancel(self)
+
+    def _hold_fire(self) -> None:
+        """On the alarm's thread: the answer is late; queue the holding prompt (once)."""
+        with self._hold_lock:
+            if not self._hold_armed:
+                return                     # answered (or the caller spoke) meanwhile
+            self._hold_armed = False
+            self._held_in_turn = True
+            self.playback.extend(self.engines.tts.get(self._hold_text))
+            self._held = self._hold_ms + round((time.monotonic() - self._hold_deadline) * 1000)
+
+    def _tell_held(self) -> None:
+        """Emit HeldOn on the call's own thread (observers are called there only)."""
+        with self._hold_lock:
+            waited, self._held = self._held, None
+        if waited is not None:
+            self._emit(HeldOn(self._hold_text, waited, self.clock_ms))
 
     def _barge_in(self) -> None:
         if self.playback.playing:

@@ -23,6 +23,11 @@ States (one per call)::
   ``"always"``: anything said; ``"off"``: never (every turn waits ``end_silence_ms``).
 * Taking back restores the conversation's snapshot from before the early answer, so both
   parts are heard as one request. A caller cut off later than RESUME_MS is a barge-in.
+* The voice (``turn_model``, :mod:`callbot.smartturn`): when the words do not end the turn
+  after ``quick_end_ms`` of a pause, the end-of-turn model is asked once per pause. Done
+  (probability >= ``turn_model_threshold``): the turn ends now, as a quick end (it can be
+  taken back the same way). Mid-sentence: this pause may last ``mid_sentence_silence_ms``
+  before the utterance ends, instead of ``end_silence_ms``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,15 @@ class Listening(Protocol):
     def drop_speculation(self) -> None: ...
     def hypothesis(self) -> Transcript | None: ...
     def end_with(self, hypothesis: Transcript, at_ms: int = 0) -> Final: ...
+    def end_now(self, at_ms: int = 0) -> Final: ...
+    def utterance(self) -> Any: ...
+    def wait(self, silence_ms: int) -> None: ...
+
+
+class TurnEndModel(Protocol):
+    """Reads from the audio whether the speaker is done (:class:`callbot.smartturn.SmartTurn`)."""
+
+    def done(self, pcm: Any, rate: int) -> float: ...
 
 
 class Conversation(Protocol):
@@ -82,11 +96,16 @@ class TurnTaker:
     """Owns the quick end of turn, its speculation and the take-back, for one call."""
 
     def __init__(self, listener: Listening, conversation: Conversation,
-                 config: EndpointingConfig) -> None:
+                 config: EndpointingConfig, voice: TurnEndModel | None = None) -> None:
         self.listener = listener
         self.conversation = conversation
         self.mode = config.quick_end
         self.quick_ms = config.quick_end_ms
+        self.voice = voice
+        self.voice_threshold = config.turn_model_threshold
+        self.mid_sentence_ms = config.mid_sentence_silence_ms
+        self._voice_asked = False           # in the current pause
+        self._turn_done: float | None = None     # the model's last verdict in this utterance
         self.state = TurnState.LISTENING
         self.prefix: str | None = None      # words of a taken-back request, until the next final
         self._early: _Early | None = None
@@ -108,11 +127,13 @@ class TurnTaker:
                 final = self._joined(ev)
                 self._to(TurnState.LISTENING)
                 if final is not None:
-                    out.append(final)
+                    out.append(self._verdict(final))
             else:
                 out.append(ev)
-        if self.mode != "off" and self.listener.in_speech:
-            final = self._quick_end(at_ms)
+        if self.listener.in_speech:
+            final = self._quick_end(at_ms) if self.mode != "off" else None
+            if final is None and self.voice is not None:
+                final = self._voice_end(at_ms)
             if final is not None:
                 out.append(final)
         return out
@@ -156,6 +177,38 @@ class TurnTaker:
             return None
         return final if text == final.text else replace(final, text=text)
 
+    def _verdict(self, final: Final) -> Final:
+        """The final with the end-of-turn model's last verdict on this utterance."""
+        done, self._turn_done = self._turn_done, None
+        self._voice_asked = False
+        return final if done is None else replace(final, turn_done=round(done, 3))
+
+    def _voice_end(self, at_ms: int) -> Final | None:
+        """Once per pause of ``quick_end_ms``: does the voice say the caller is done?"""
+        silence = self.listener.silence_ms
+        if self.listener.voiced or silence == 0:
+            self._voice_asked = False
+            return None
+        if self._voice_asked or silence < self.quick_ms:
+            return None
+        self._voice_asked = True
+        assert self.voice is not None
+        self._turn_done = self.voice.done(self.listener.utterance(), self.listener.sample_rate)
+        if self._turn_done < self.voice_threshold:
+            self.listener.wait(self.mid_sentence_ms)
+            return None
+        hyp = self.listener.hypothesis()
+        final = (self.listener.end_with(hyp, at_ms) if hyp is not None
+                 else self.listener.end_now(at_ms))
+        final = self._joined(final)
+        self._to(TurnState.LISTENING)
+        if final is None:
+            self._turn_done = None
+            return None
+        final = self._verdict(final)
+        self._early = _Early(final.text, self.conversation.snapshot(), at_ms)
+        return final
+
     def _quick_end(self, at_ms: int) -> Final | None:
         silence = self.listener.silence_ms
         if self.listener.voiced or silence == 0:
@@ -176,6 +229,7 @@ class TurnTaker:
         self._to(TurnState.LISTENING)
         if final is None:
             return None
+        final = self._verdict(final)
         self._early = _Early(final.text, self.conversation.snapshot(), at_ms)
         return final
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from callbot.audio import FRAME_MS
-from callbot.events import (BargeIn, CallEvent, CallObserver, Ended, Failed, PlaybackDrained,
-                            TakenBack, TurnDecided)
+from callbot.events import (BargeIn, CallEvent, CallObserver, Ended, Failed, HeldOn,
+                            PlaybackDrained, TakenBack, TurnDecided)
 from callbot.session import CallSession, Engines
 
 from .jsonlog import JsonLog
@@ -64,6 +64,8 @@ class LogObserver:
             self.log("barge_in", call=self.call_id, played_ms=event.played_ms)
         elif isinstance(event, TakenBack):
             self.log("taken_back", call=self.call_id, text=event.text)
+        elif isinstance(event, HeldOn):
+            self.log("held_on", call=self.call_id, waited_ms=event.waited_ms)
         elif isinstance(event, Ended):
             self.log("ending", call=self.call_id, **event.ending.to_json())
         elif isinstance(event, Failed):

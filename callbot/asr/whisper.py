@@ -32,8 +32,10 @@ transcript is usually ready. If the caller speaks again the speculative result i
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,7 +67,8 @@ class WhisperEngine:
     name = "whisper"
 
     def __init__(self, model_dir: Path, language: str = "fr", beam_size: int = 1,
-                 threads: int = 2, window_s: float = 10.0, prompt: str = "") -> None:
+                 threads: int = 2, window_s: float = 10.0, prompt: str = "",
+                 batch: int = 1) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -87,6 +90,13 @@ class WhisperEngine:
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0                  # decodes under way in this process
         self._busy_lock = threading.Lock()
+        # Batching (batch > 1): utterances waiting while a decode runs go together into the
+        # next one, the longest-waiting first (see _batcher).
+        self.batch = max(1, int(batch))
+        self._waiting: list[tuple[float, int, np.ndarray, int, Future]] = []
+        self._waiting_cond = threading.Condition()
+        self._seq = 0
+        self._batcher_thread: threading.Thread | None = None
 
     @property
     def busy(self) -> int:
@@ -120,39 +130,88 @@ class WhisperEngine:
         want = math.ceil(want / FRAMES_PER_S) * FRAMES_PER_S
         return int(min(FULL_WINDOW_S * FRAMES_PER_S, want))
 
-    def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript:
-        """Decode one utterance of int16-scale samples; safe to call from several threads."""
+    def transcribe(self, samples: np.ndarray, sample_rate: int,
+                   since: float | None = None) -> Transcript:
+        """Decode one utterance of int16-scale samples; safe to call from several threads.
+
+        ``since``: when the caller stopped speaking (``time.monotonic()``), the order in
+        which waiting utterances are decoded when batching (default: now)."""
         if samples.size == 0:
             return Transcript("", 0.0, self.name, True)
         with self._busy_lock:
             self._busy += 1
         try:
-            return self._decode(samples, sample_rate)
+            if self.batch <= 1:
+                return self._decode_batch([(samples, sample_rate)])[0]
+            return self._queued(samples, sample_rate, since).result()
         finally:
             with self._busy_lock:
                 self._busy -= 1
 
-    def _decode(self, samples: np.ndarray, sample_rate: int) -> Transcript:
-        from faster_whisper.transcribe import get_compression_ratio, get_ctranslate2_storage
+    # --- batching -------------------------------------------------------------------------
+    def _queued(self, samples: np.ndarray, sample_rate: int, since: float | None) -> Future:
+        fut: Future[Transcript] = Future()
+        with self._waiting_cond:
+            self._seq += 1
+            heapq.heappush(self._waiting, (time.monotonic() if since is None else since,
+                                           self._seq, samples, sample_rate, fut))
+            if self._batcher_thread is None:
+                self._batcher_thread = threading.Thread(target=self._batcher, daemon=True,
+                                                        name="whisper-batcher")
+                self._batcher_thread.start()
+            self._waiting_cond.notify()
+        return fut
 
-        audio = (resample(samples, sample_rate, WHISPER_RATE) / 32768.0).astype(np.float32)
-        audio = audio[: FULL_WINDOW_S * WHISPER_RATE]
-        features = self._whisper.feature_extractor(audio)       # (mels, frames), no padding
-        n = features.shape[-1]
-        target = self.window_frames(n)
-        if n < target:
+    def _batcher(self) -> None:
+        """One decode at a time; each takes every utterance waiting (up to ``batch``), the
+        callers who have waited longest first. No utterance waits for a batch to fill: a
+        lone one is decoded at once, and what arrives during a decode goes in the next."""
+        while True:
+            with self._waiting_cond:
+                while not self._waiting:
+                    self._waiting_cond.wait()
+                items = [heapq.heappop(self._waiting)
+                         for _ in range(min(self.batch, len(self._waiting)))]
+            try:
+                results = self._decode_batch([(it[2], it[3]) for it in items])
+            except Exception as exc:   # noqa: BLE001 - handed to every caller of the batch
+                for it in items:
+                    it[4].set_exception(exc)
+                continue
+            for it, result in zip(items, results):
+                it[4].set_result(result)
+
+    def _decode_batch(self, utterances: list[tuple[np.ndarray, int]]) -> list[Transcript]:
+        """Encode and decode utterances in one CTranslate2 call: each padded with silence
+        to the largest window among them."""
+        from faster_whisper.transcribe import get_ctranslate2_storage
+
+        feats, lengths = [], []
+        for samples, sample_rate in utterances:
+            audio = (resample(samples, sample_rate, WHISPER_RATE) / 32768.0).astype(np.float32)
+            audio = audio[: FULL_WINDOW_S * WHISPER_RATE]
+            feats.append(self._whisper.feature_extractor(audio))   # (mels, frames), unpadded
+            lengths.append(audio.size)
+        target = max(self.window_frames(f.shape[-1]) for f in feats)
+        batch = np.empty((len(feats), feats[0].shape[0], target), dtype=np.float32)
+        for i, f in enumerate(feats):
+            n = min(f.shape[-1], target)
+            batch[i, :, :n] = f[:, :n]
             # Pad with the log-mel of silence (Whisper's normalisation maps digital silence
             # to the utterance's maximum minus 2), not with 0, which the model reads as noise.
-            features = np.pad(features, ((0, 0), (0, target - n)),
-                              constant_values=float(features.max()) - SILENCE_BELOW_MAX)
-        features = np.ascontiguousarray(features[:, :target][None], dtype=np.float32)
+            batch[i, :, n:] = float(f.max()) - SILENCE_BELOW_MAX
         model = self._whisper.model
-        encoded = model.encode(get_ctranslate2_storage(features), to_cpu=False)
-        result = model.generate(
-            encoded, [self._prompt], beam_size=self.beam_size,
-            max_length=min(MAX_TOKENS, 32 + int(TOKENS_PER_S * audio.size / WHISPER_RATE)),
+        encoded = model.encode(get_ctranslate2_storage(batch), to_cpu=False)
+        results = model.generate(
+            encoded, [self._prompt] * len(feats), beam_size=self.beam_size,
+            max_length=min(MAX_TOKENS, 32 + int(TOKENS_PER_S * max(lengths) / WHISPER_RATE)),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=self._suppress)[0]
+            suppress_tokens=self._suppress)
+        return [self._transcript(r) for r in results]
+
+    def _transcript(self, result) -> Transcript:
+        from faster_whisper.transcribe import get_compression_ratio
+
         tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
         text = self._tokenizer.decode(tokens).strip()
         # avg log-probability as faster-whisper computes it (length penalty 1)
