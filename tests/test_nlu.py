@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from nlu_eval import HELDOUT, TARGETS, evaluate, load_dev  # noqa: E402
 
@@ -68,12 +70,43 @@ def test_fast_scorer_matches_scikit_learn(classifier):
     assert (ref.argmax(axis=1) == fast.argmax(axis=1)).all()
 
 
-def test_classifier_reads_meaning_through_embeddings(classifier):
-    assert classifier.model.encoder_name == "e5-small-q4"
-    assert classifier.report["encoder"] == "e5-small-q4"
+def test_classifier_reads_meaning_through_embeddings(classifier, config):
+    assert classifier.model.encoder_name == config.nlu.encoder == "e5-small-q4-l4"
+    assert classifier.report["encoder"] == config.nlu.encoder
     # no word in common with "avis de situation", "kbis" or "siren" phrasings
     u = classifier.classify("la banque veut un papier officiel qui prouve que ma boîte existe")
     assert u.intent in ("obtenir_avis_situation", "obtenir_kbis"), u
+
+
+def test_encoder_cut_after_its_first_layers(config, tmp_path):
+    """"e5-small-q4-l4" runs the first 4 of the 12 layers: a copy of the model file whose
+    header says 4, made once next to it; other vectors than the full model's, as meaningful
+    (a paraphrase stays nearer than an unrelated request)."""
+    import shutil
+
+    import numpy as np
+
+    from callbot.embedding import E5, cut_layers, embedding_text, encoder_model, load_encoder
+    from callbot.errors import ModelMissing
+
+    assert encoder_model("e5-small-q4-l4") == encoder_model(E5) == E5
+    full_file = config.paths.models / E5 / f"{E5}.bin"
+    copy = tmp_path / f"{E5}.bin"
+    shutil.copyfile(full_file, copy)
+    cut = cut_layers(copy, 4)
+    assert cut.name == f"{E5}.l4.bin" and cut.stat().st_size == copy.stat().st_size
+    assert int.from_bytes(cut.read_bytes()[12:16], "little") == 4
+    assert int.from_bytes(copy.read_bytes()[12:16], "little") == 12      # untouched
+    with pytest.raises(ModelMissing, match="12 layers, 13 asked"):
+        cut_layers(copy, 13)
+    four = load_encoder("e5-small-q4-l4", config.paths.models)
+    twelve = load_encoder(E5, config.paths.models)
+    texts = [embedding_text(t) for t in ("je voudrais mon avis de situation",
+                                         "il me faut le document de situation de ma société",
+                                         "je veux changer mon mot de passe de messagerie")]
+    a, b = four.encode(texts), twelve.encode(texts)
+    assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
+    assert a[0] @ a[1] > a[0] @ a[2]
 
 
 def test_encoder_batch_equals_single_and_caches(classifier):
