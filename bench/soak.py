@@ -71,6 +71,7 @@ class Call:
     proc: subprocess.Popen | None = None
     events: list[dict] = field(default_factory=list)
     question: str = ""
+    clips: list[str] = field(default_factory=list)   # what the caller says, in order
     done: bool = False
 
 
@@ -89,6 +90,7 @@ class Soak:
         self.calls: list[Call] = []
         self.hostile: dict[str, int] = {k: 0 for k in HOSTILE}
         self.lost_detail: list[dict] = []
+        self.merged = 0
         self.lock = threading.Lock()
 
     # --- callers ------------------------------------------------------------------------
@@ -98,7 +100,9 @@ class Soak:
         turns = []
         for _ in range(4):
             turns += ["--wav", str(SOUNDS / f"{q}.wav"), "--wav", str(THANKS)]
+            call.clips += [q, THANKS.stem]
         turns += ["--wav", str(GOODBYE)]
+        call.clips.append(GOODBYE.stem)
         call.proc = subprocess.Popen(
             [sys.executable, "-m", "callbot", "call", uri, *turns,
              "--record", str(self.folder / f"call-{call.index}.wav"),
@@ -244,7 +248,8 @@ class Soak:
             "calls_attempted": len(calls), "calls_answered": len(answered),
             "calls_busy": len(busy), "calls_completed": len(completed),
             "rss_trace": self.rss_trace,
-            "caller_turns": said, "turns_lost": lost, "lost_detail": self.lost_detail,
+            "caller_turns": said, "turns_lost": lost, "turns_merged": self.merged,
+            "lost_detail": self.lost_detail,
             "hostile": self.hostile,
             "rss_mb_warm": {w: v[0] for w, v in warm.items()},
             "rss_mb_end": {w: v[0] for w, v in end.items()},
@@ -270,10 +275,16 @@ class Soak:
             return None
 
     def _turns_lost(self, serve: ServeProcess, answered: list[Call]) -> tuple[int, int]:
-        """Caller turns said >= 3 s before the call ended, missing from its transcript.
+        """Caller turns said >= 3 s before the call ended whose words are missing from its
+        transcript.
 
-        Each call with a missing turn is described in ``self.lost_detail`` (the caller's
-        turns and events, the transcript's caller turns) so that a loss can be traced."""
+        Said turns are matched in order to the transcript's caller turns by their words (at
+        least half of the clip's reference words in one transcript turn, recognition errors
+        allowed). Two said turns found in the same transcript turn were heard as one
+        utterance (the caller went on without the pause that ends a turn): counted in
+        ``self.merged``, not lost, since every word reached the bot. Each call with a lost
+        turn is described in ``self.lost_detail`` (the caller's turns and events, the
+        transcript's caller turns) so that a loss can be traced."""
         from callbot.transcripts import open_store
         from telephony.settings import load_settings
 
@@ -290,19 +301,30 @@ class Soak:
                 turns = [e for e in c.events if e["event"] == "turn"]
                 if ended is None:
                     continue
-                counted = [e for e in turns if e["t"] + e.get("ms", 0) / 1000 <= ended - 3.0]
+                counted = [(e, c.clips[i]) for i, e in enumerate(turns)
+                           if i < len(c.clips) and e["t"] + e.get("ms", 0) / 1000 <= ended - 3.0]
                 said += len(counted)
                 ids = [e["id"] for e in serve.events if e["event"] == "transcript"
                        and e.get("call") == sip_id]
-                heard = 0
-                for store_id in ids:
-                    heard += sum(1 for t in store.turns(store_id)
-                                 if t["speaker"] == "caller" and t["kind"] == "speech")
-                if len(counted) > heard:
-                    lost += len(counted) - heard
+                heard = [_words(t["text"]) for sid in ids for t in store.turns(sid)
+                         if t["speaker"] == "caller" and t["kind"] == "speech"]
+                missing, pos, used = [], 0, set()
+                for e, clip in counted:
+                    ref = _words(REFERENCES[clip])
+                    found = next((k for k in range(pos, len(heard))
+                                  if len(ref & heard[k]) * 2 >= len(ref)), None)
+                    if found is None:
+                        missing.append(clip)
+                        continue
+                    if found in used:
+                        self.merged += 1
+                    used.add(found)
+                    pos = found
+                if missing:
+                    lost += len(missing)
                     self.lost_detail.append({
                         "call": c.index, "sip_call": sip_id, "started_s": round(c.start, 1),
-                        "caller_events": c.events,
+                        "missing": missing, "caller_events": c.events,
                         "transcript": [{k: t[k] for k in ("speaker", "kind", "text")}
                                        for sid in ids for t in store.turns(sid)]})
         finally:
@@ -310,11 +332,32 @@ class Soak:
         return lost, said
 
 
+def _words(text: str) -> set[str]:
+    from callbot.text import normalize
+
+    return set(normalize(text).split())
+
+
+def _references() -> dict[str, str]:
+    import gzip
+
+    texts = {}
+    with gzip.open("/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz", "rt",
+                   encoding="utf-8") as f:
+        for line in f:
+            key, _, text = line.partition(":")
+            texts[key.strip()] = text.strip()
+    return {k: texts[k] for k in (*QUESTIONS, THANKS.stem, GOODBYE.stem)}
+
+
+REFERENCES = _references()
+
+
 def print_report(r: dict) -> None:
     print(f"calls: {r['calls_attempted']} attempted, {r['calls_answered']} answered, "
           f"{r['calls_busy']} busy (every line taken: Poisson arrivals), "
           f"{r['calls_completed']} completed; caller turns {r['caller_turns']}, "
-          f"lost {r['turns_lost']}")
+          f"lost {r['turns_lost']} (heard joined to the next one: {r['turns_merged']})")
     print(f"hostile traffic: {r['hostile']}")
     print(f"late media frames: {r['late_frames_pct']} % of {r['frames']}; worker restarted: "
           f"{r['worker_restarted']}")

@@ -46,6 +46,12 @@ class Listener:
         """Silence since the caller's last voiced frame, within an utterance (0 outside)."""
         return self.endpointer.silence_ms if self.endpointer.in_speech else 0
 
+    @property
+    def end_silence_ms(self) -> int:
+        """The silence that ends the current pause's utterance (longer when the caller
+        sounds mid-sentence)."""
+        return self.endpointer.end_silence_ms
+
     def close(self) -> None:
         """The call is over: give the recognizer back to the engine."""
         self.recognizer.close()

@@ -297,12 +297,16 @@ class CallSession:
 
     # --- no dead air ------------------------------------------------------------------------
     def _arm_hold(self) -> None:
-        """While the caller is silent within an utterance, keep the alarm set for
-        ``hold_after_ms`` after the last voiced frame; otherwise keep it off."""
+        """On the frame that ends the caller's turn (the decode follows, and may hold the
+        session), set the alarm for ``hold_after_ms`` after the last voiced frame; otherwise
+        keep it off. Never during a pause within the turn: a call thread that falls behind
+        under load must not make the bot speak over a caller who has not finished (a soak
+        showed callers taking such a prompt for the answer and going on)."""
         if not self._hold_ms or self.listener is None or self._held_in_turn:
             return
         silence = self.listener.silence_ms
-        if silence > 0 and not self.playback.playing and self.ending is None:
+        ending = silence > 0 and silence + FRAME_MS >= self.listener.end_silence_ms
+        if ending and not self.playback.playing and self.ending is None:
             deadline = time.monotonic() + (self._hold_ms - silence) / 1000
             with self._hold_lock:
                 self._hold_armed = True

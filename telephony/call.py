@@ -392,7 +392,11 @@ class BotCall(pj.Call):
                 bridge_ports=ctx.bridge_ports())
         if self.runner is not None:
             self.runner.stop.set()
-        self.close_transcript(code, reason)
+            # after the runner's last step: the words of a caller who hung up while they
+            # were being decoded are written too (a soak lost such turns)
+            self.runner.when_done(lambda: self.close_transcript(code, reason))
+        else:
+            self.close_transcript(code, reason)
         # No _disconnect() here: the stream's bridge slot is gone with the call, and with it
         # every connection to our port; the port itself leaves the bridge below.
         if self.port is not None:

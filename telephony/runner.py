@@ -13,6 +13,7 @@ pjlib aborts the process.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -27,6 +28,8 @@ from callbot.session import CallSession, Engines
 from .jsonlog import JsonLog
 from .media import SILENCE
 from .priority import COMPUTE_NICE, lower_this_thread
+
+log = logging.getLogger("telephony.runner")
 
 FRAME_S = FRAME_MS / 1000
 IDLE_S = 0.1          # no frame for this long (no RTP, bridge hiccup): push silence instead
@@ -96,6 +99,8 @@ class CallRunner:
         self.stop = threading.Event()
         self.done = threading.Event()
         self.started_at = 0.0
+        self._after: list[Callable[[], None]] = []
+        self._after_lock = threading.Lock()
 
     # --- called from the main loop ----------------------------------------------------------
     @property
@@ -115,6 +120,15 @@ class CallRunner:
     def dtmf(self, digit: str) -> None:
         self.commands.put(("dtmf", digit))
 
+    def when_done(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the call's thread has finished its last step (now if it has): a
+        caller who hangs up while their words are being decoded still gets them written."""
+        with self._after_lock:
+            if not self.done.is_set():
+                self._after.append(fn)
+                return
+        fn()
+
     def say_then_report(self, text: str) -> None:
         """Queue ``text`` (from the speech cache) after whatever plays; post "said" when done."""
         self.commands.put(("say", text))
@@ -131,7 +145,14 @@ class CallRunner:
                 self.session.close()
             except Exception:  # noqa: BLE001 - releasing a recognizer must not block the end
                 pass
-            self.done.set()
+            with self._after_lock:
+                self.done.set()
+                after, self._after = self._after, []
+            for fn in after:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - one closing step must not skip the others
+                    log.exception("call %s: closing step failed", self.key)
 
     def _run(self) -> None:
         session = self.session

@@ -105,3 +105,24 @@ def test_alarm_runs_the_latest_deadline_of_each_key_once():
     alarm.set("e", now + 0.01, lambda: 1 / 0)                    # a failing callback
     assert done.wait(5)
     assert fired == ["b", "a", "d"]
+
+
+def test_no_holding_prompt_during_a_pause_within_the_turn(engines):
+    """A pause inside the caller's turn, while the call's thread falls behind (as under
+    load), never brings the prompt: only the end of the turn arms it."""
+    events = Events()
+    s = CallSession(with_hold(engines, 300), "pause", observers=[events])
+    s.start()
+    s.playback.flush()
+    word = read_wav(f"{SOUNDS}/vm-goodbye.wav")
+    for f in split_frames(np.concatenate([word, np.zeros(8 * 400, np.int16)]).tobytes(),
+                          8000, 20):
+        s.push(f)
+    time.sleep(0.6)                                     # the thread stalls mid-turn
+    resumed_ms = s.clock_ms
+    for f in split_frames(np.concatenate([word, np.zeros(8 * 1500, np.int16)]).tobytes(),
+                          8000, 20):
+        s.push(f)
+    held = [e for e in events if isinstance(e, HeldOn)]
+    assert len(held) <= 1 and all(e.at_ms > resumed_ms + 500 for e in held)
+    s.close()
