@@ -85,11 +85,11 @@ def voiced(pcm: np.ndarray) -> np.ndarray:
 
 
 def turn_latency_ms(heard: np.ndarray, clip_last_voiced: int, silence_frames: int,
-                    skip_first: bool = False) -> float | None:
+                    skip_first: int = 0) -> float | None:
     """Replays the caller's rule: its turn starts once ``silence_frames`` of quiet follow
     bot speech; the answer is the first voiced frame after the caller's last voiced one.
-    ``skip_first``: the first thing heard was the holding prompt ("Un instant…"): the
-    answer is the next voiced frame after it and a pause of at least 100 ms."""
+    ``skip_first``: the first thing heard was the holding prompt ("Un instant…"), this many
+    frames long: the answer is the first voiced frame 100 ms after it."""
     v = voiced(heard)
     last = -1
     start = None
@@ -106,13 +106,10 @@ def turn_latency_ms(heard: np.ndarray, clip_last_voiced: int, silence_frames: in
     if not after.size:
         return None
     if skip_first:
+        # past the holding prompt's own length (its words have pauses of their own)
         rest = v[spoke_last + 1:]
-        i = int(after[0])
-        while i < len(rest) and (rest[i] or not (rest[i:i + 5].size == 5
-                                                  and not rest[i:i + 5].any())):
-            i += 1                       # through the prompt, to a pause of 5 frames
-        nxt = np.nonzero(rest[i:])[0]
-        return float((i + nxt[0] + 1) * 20) if nxt.size else None
+        nxt = np.nonzero(rest[int(after[0]) + skip_first + 5:])[0]
+        return float((int(after[0]) + skip_first + 5 + nxt[0] + 1) * 20) if nxt.size else None
     return float((after[0] + 1) * 20)
 
 
@@ -152,6 +149,20 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def _hold_frames() -> int:
+    """Length of the holding prompt as the bot plays it (its pre-rendered audio)."""
+    from callbot.config import load_config
+    from callbot.kb import load_kb
+    from callbot.tts import cache_root, load_tts
+    from callbot.tts.cache import SpeechCache
+
+    config = load_config(env={})
+    text = load_kb(config.paths.kb).prompts.get("holding", "")
+    pcm = SpeechCache(load_tts(config), cache_root(config)).get(text) if text else b""
+    return len(pcm) // 2 // FRAME
+
+
+HOLD_FRAMES = _hold_frames()
 LONG_PROMPTS = ("vm-tempgreeting", "pbx-invalid")
 LONG_UNDERSTOOD = ("Bonjour, je voudrais savoir comment obtenir mon avis de situation au "
                    "répertoire Sirène.")
@@ -229,7 +240,7 @@ def run_level(serve: ServeProcess, uri: str, n: int, clips: list[tuple[Path, int
         clip_last = clips[i % len(clips)][1]
         sip_id = next((e.get("call") for e in events if e["event"] == "answered"), None)
         ms = (turn_latency_ms(read_wav(rec), clip_last, silence_ms // 20,
-                              skip_first=sip_id in held_calls)
+                              skip_first=HOLD_FRAMES if sip_id in held_calls else 0)
               if done.get("answered") and rec.is_file() else None)
         if ms is None:
             failed += 1
