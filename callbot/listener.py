@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from .asr.base import AsrEngine, Recognizer, Transcript
+from .asr.base import AsrEngine, AsrOverloaded, Recognizer, Transcript
 from .audio import FRAME_MS
 from .config import EndpointingConfig
 from .endpointing import Endpointer, Mark
@@ -72,11 +72,19 @@ class Listener:
                 events.append(Partial(partial.text, at_ms))
         if Mark.END in step.marks or Mark.CUT in step.marks:
             t0 = time.perf_counter()
-            result = self.recognizer.finish()
+            result = self._finish()
             events.append(Final(result.text.strip(), result.confidence, result.engine,
                                 self.speech_ms, (time.perf_counter() - t0) * 1000,
                                 cut=Mark.CUT in step.marks, at_ms=at_ms))
         return events
+
+    def _finish(self) -> Transcript:
+        """The recognizer's final; nothing heard when it is overloaded (the dialogue then
+        asks the caller to repeat, as for any utterance it could not make out)."""
+        try:
+            return self.recognizer.finish()
+        except AsrOverloaded:
+            return Transcript("", 0.0, "", True)
 
     # --- ending an utterance early (driven by the turn taker) ------------------------------
     def speculate(self) -> None:
@@ -102,7 +110,7 @@ class Listener:
     def end_now(self, at_ms: int = 0) -> Final:
         """Close the utterance now with a full decode (no hypothesis was ready)."""
         t0 = time.perf_counter()
-        result = self.recognizer.finish()
+        result = self._finish()
         self.endpointer.end_now()
         return Final(result.text.strip(), result.confidence, result.engine, self.speech_ms,
                      (time.perf_counter() - t0) * 1000, quick=True, at_ms=at_ms)

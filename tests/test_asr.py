@@ -334,11 +334,60 @@ def test_whisper_batches_decode_like_single_decodes(config):
     engine.batch = 1
     order: list[str] = []
     now = time.monotonic()
-    futures = {"first": engine._queued(audio[prompts[2][0]], 8000, since=now - 100),
-               "late": engine._queued(audio[prompts[0][0]], 8000, since=now),
-               "early": engine._queued(audio[prompts[1][0]], 8000, since=now - 5)}
+    futures = {"first": engine.enqueue(audio[prompts[2][0]], 8000, since=now - 100),
+               "late": engine.enqueue(audio[prompts[0][0]], 8000, since=now),
+               "early": engine.enqueue(audio[prompts[1][0]], 8000, since=now - 5)}
     for name, fut in futures.items():
         fut.add_done_callback(lambda f, name=name: order.append(name))
     for fut in futures.values():
         fut.result(60)
     assert order == ["first", "early", "late"]
+
+
+def test_whisper_decodes_while_the_caller_speaks(config):
+    """A pause after 1.5 s of speech settles the words so far: decoded while the caller goes
+    on, so that the end of the turn decodes only what came after the pause (with the first
+    words as Whisper's previous text). A settled part still queued when the turn ends is
+    cancelled and its audio decoded with the tail: nothing is lost either way."""
+    from callbot.asr.whisper import WhisperEngine
+
+    engine = WhisperEngine(config.paths.models / config.asr.whisper_model,
+                           language=config.asr.language, threads=2,
+                           window_s=config.asr.whisper_window_s, early_decode_s=1.5)
+    first, second = pcm("conf-onlyperson"), pcm("vm-goodbye")
+    pause = bytes(2 * 8 * 400)
+    decoded: list[int] = []
+    real = engine._decode_batch
+    engine._decode_batch = lambda utts, prevs=None: (
+        decoded.extend(len(u[0]) for u in utts), real(utts, prevs))[1]
+    expected = normalize(reference("conf-onlyperson") + " " + reference("vm-goodbye"))
+
+    rec = engine.recognizer(8000)
+    feed(rec, first + pause[:2400])
+    rec.speculate()                       # the caller pauses...
+    end = time.monotonic() + 30
+    while rec.hypothesis() is None and time.monotonic() < end:
+        time.sleep(0.02)
+    rec.drop_speculation()                # ...and goes on: the first part is settled
+    feed(rec, pause[2400:] + second)
+    result = rec.finish()
+    assert normalize(result.text) == expected, result
+    assert result.final and 0.5 < result.confidence <= 1.0
+    tail = (len(pause) - 2400 + len(second)) // 2
+    assert abs(decoded[-1] - tail) <= 160, decoded   # the end decoded the tail only (+- a frame)
+
+    # a settled part not yet started when the turn ends: cancelled, decoded with the tail
+    decoded.clear()
+    blocker = engine.enqueue(pcm_array := np.frombuffer(first * 2, dtype=np.int16).astype(
+        np.float32), 8000)
+    rec = engine.recognizer(8000)
+    feed(rec, first + pause[:2400])
+    rec.speculate()                       # the decoder is busy: the part waits, background
+    rec.drop_speculation()
+    feed(rec, pause[2400:] + second)
+    result = rec.finish()
+    blocker.result(60)
+    assert normalize(result.text) == expected, result
+    whole = (len(first) + len(pause) + len(second)) // 2
+    assert decoded[0] == len(pcm_array) and abs(decoded[1] - whole) <= 320, decoded
+    assert engine.busy == 0

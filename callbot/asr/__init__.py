@@ -65,4 +65,5 @@ def load_asr(config: Config, engine: str | None = None, recordings: bool = False
                          prompt=config.asr.prompt,
                          threads=config.asr.threads or (os.cpu_count() or 1),
                          window_s=config.asr.whisper_window_s,
-                         batch=1 if recordings else config.asr.whisper_batch)
+                         batch=1 if recordings else config.asr.whisper_batch,
+                         early_decode_s=0.0 if recordings else config.asr.early_decode_s)

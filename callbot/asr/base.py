@@ -86,3 +86,8 @@ def check_rate(sample_rate: int) -> int:
     if sample_rate not in SAMPLE_RATES:
         raise ValueError(f"sample_rate must be 8000 or 16000, not {sample_rate}")
     return sample_rate
+
+
+class AsrOverloaded(Exception):
+    """The recognizer cannot decode this utterance in time (the machine's queue is full or
+    too slow): the turn is heard as nothing, and the caller asked to repeat."""

@@ -19,10 +19,11 @@ The decoder is called directly (prompt = start of transcript, language, no times
 rather than through ``WhisperModel.transcribe``: that one mutates the shared feature
 extractor when given a window length, which several calls at once must not do.
 
-Thread safety: one :class:`WhisperEngine` (one CTranslate2 model) is shared by every call.
-CTranslate2 models accept concurrent calls from several Python threads: with
-``num_workers=1`` they are queued inside CTranslate2 and run one at a time on
-``cpu_threads`` threads, which is what a 2-core machine wants.
+Thread safety and order: one :class:`WhisperEngine` (one CTranslate2 model) is shared by
+every call of the process, or of the machine (:mod:`callbot.recognition`). Utterances go
+into one queue ordered by when each caller stopped speaking, and one decoder thread takes
+them one at a time on ``cpu_threads`` threads: the caller who has waited longest is decoded
+first, and no two decodes split the cores between them (which makes both late).
 
 Speculation. When the caller pauses, the turn taker asks for a hypothesis before the
 utterance is over (:meth:`WhisperRecognizer.speculate`): the decode runs on the engine's
@@ -36,13 +37,13 @@ import heapq
 import math
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 
 from ..audio import pcm_to_array, resample
-from .base import Transcript, check_rate
+from .base import AsrOverloaded, Transcript, check_rate
 
 WHISPER_RATE = 16000
 FRAMES_PER_S = 100          # Whisper's mel frames (10 ms hop)
@@ -59,6 +60,8 @@ TOKENS_PER_S, MAX_TOKENS = 12, 448
 NO_SPEECH_MAX = 0.6
 LOGPROB_MIN = -1.0
 COMPRESSION_MAX = 2.4
+PREV_TOKENS = 64            # previous text given to the decoder
+MAX_PROMPT_TOKENS = 223     # Whisper's limit for everything before the transcript
 
 
 class WhisperEngine:
@@ -68,7 +71,7 @@ class WhisperEngine:
 
     def __init__(self, model_dir: Path, language: str = "fr", beam_size: int = 1,
                  threads: int = 2, window_s: float = 10.0, prompt: str = "",
-                 batch: int = 1) -> None:
+                 batch: int = 1, early_decode_s: float = 0.0) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -87,13 +90,13 @@ class WhisperEngine:
         if prompt.strip():   # words to expect, as previous text (Whisper's initial prompt)
             self._prompt = [tok.sot_prev] + tok.encode(" " + prompt.strip()) + self._prompt
         self._suppress = list(get_suppressed_tokens(tok, [-1]))
-        self._pool: ThreadPoolExecutor | None = None
-        self._busy = 0                  # decodes under way in this process
-        self._busy_lock = threading.Lock()
+        self.early_decode_s = float(early_decode_s)
+        self._busy = 0                  # utterances queued or being decoded
+        self.decoding_since: float | None = None   # the decode under way (health probe)
         # Batching (batch > 1): utterances waiting while a decode runs go together into the
         # next one, the longest-waiting first (see _batcher).
         self.batch = max(1, int(batch))
-        self._waiting: list[tuple[float, int, np.ndarray, int, Future]] = []
+        self._waiting: list[tuple[int, float, int, np.ndarray, int, str, Future]] = []
         self._waiting_cond = threading.Condition()
         self._seq = 0
         self._batcher_thread: threading.Thread | None = None
@@ -112,12 +115,10 @@ class WhisperEngine:
         rec.accept(speech)
         rec.finish()
 
-    def submit(self, samples: np.ndarray, sample_rate: int) -> "Future[Transcript]":
-        """Decode in the background (speculation); threads are created on first use and
-        inherit the priority of the thread that first asks (a lowered call thread)."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="whisper")
-        return self._pool.submit(self.transcribe, samples, sample_rate)
+    def submit(self, samples: np.ndarray, sample_rate: int, prev: str = "",
+               background: bool = False) -> "Future[Transcript]":
+        """Decode ahead of the end of the turn (speculation, settled parts)."""
+        return self.enqueue(samples, sample_rate, None, prev, background)
 
     def window_frames(self, n_frames: int) -> int:
         """The encoder window for ``n_frames`` of speech, rounded up to whole seconds.
@@ -131,36 +132,48 @@ class WhisperEngine:
         return int(min(FULL_WINDOW_S * FRAMES_PER_S, want))
 
     def transcribe(self, samples: np.ndarray, sample_rate: int,
-                   since: float | None = None) -> Transcript:
+                   since: float | None = None, prev: str = "") -> Transcript:
         """Decode one utterance of int16-scale samples; safe to call from several threads.
 
         ``since``: when the caller stopped speaking (``time.monotonic()``), the order in
-        which waiting utterances are decoded when batching (default: now)."""
+        which waiting utterances are decoded (default: now). ``prev``: what the caller said
+        just before this audio, in the same utterance (Whisper's previous-text context)."""
         if samples.size == 0:
             return Transcript("", 0.0, self.name, True)
-        with self._busy_lock:
-            self._busy += 1
-        try:
-            if self.batch <= 1:
-                return self._decode_batch([(samples, sample_rate)])[0]
-            return self._queued(samples, sample_rate, since).result()
-        finally:
-            with self._busy_lock:
-                self._busy -= 1
+        return self.enqueue(samples, sample_rate, since, prev).result()
 
-    # --- batching -------------------------------------------------------------------------
-    def _queued(self, samples: np.ndarray, sample_rate: int, since: float | None) -> Future:
+    def enqueue(self, samples: np.ndarray, sample_rate: int, since: float | None = None,
+                prev: str = "", background: bool = False) -> "Future[Transcript]":
+        """Queue one utterance; the decoder thread takes the longest-waiting caller first.
+
+        Several threads entering CTranslate2 at once are served in arrival order (and with
+        more than one model, each slows all the others): a queue ordered by ``since`` puts
+        the caller who has waited longest first, whoever asked first. ``background``: a
+        decode nobody waits for yet (a caller still speaking), taken only when no caller
+        is waiting; it may be cancelled (``Future.cancel``) until it starts."""
         fut: Future[Transcript] = Future()
+        if samples.size == 0:
+            fut.set_result(Transcript("", 0.0, self.name, True))
+            return fut
+        fut.add_done_callback(self._forget_cancelled)
         with self._waiting_cond:
+            self._busy += 1
             self._seq += 1
-            heapq.heappush(self._waiting, (time.monotonic() if since is None else since,
-                                           self._seq, samples, sample_rate, fut))
+            heapq.heappush(self._waiting, (int(background),
+                                           time.monotonic() if since is None else since,
+                                           self._seq, samples, sample_rate, prev, fut))
             if self._batcher_thread is None:
                 self._batcher_thread = threading.Thread(target=self._batcher, daemon=True,
-                                                        name="whisper-batcher")
+                                                        name="whisper-decoder")
                 self._batcher_thread.start()
             self._waiting_cond.notify()
         return fut
+
+    def _forget_cancelled(self, fut: Future) -> None:
+        """A decode cancelled while it waited no longer counts as work queued."""
+        if fut.cancelled():
+            with self._waiting_cond:
+                self._busy -= 1
 
     def _batcher(self) -> None:
         """One decode at a time; each takes every utterance waiting (up to ``batch``), the
@@ -170,18 +183,45 @@ class WhisperEngine:
             with self._waiting_cond:
                 while not self._waiting:
                     self._waiting_cond.wait()
-                items = [heapq.heappop(self._waiting)
-                         for _ in range(min(self.batch, len(self._waiting)))]
-            try:
-                results = self._decode_batch([(it[2], it[3]) for it in items])
-            except Exception as exc:   # noqa: BLE001 - handed to every caller of the batch
-                for it in items:
-                    it[4].set_exception(exc)
+                items = []
+                while self._waiting and len(items) < self.batch:
+                    it = heapq.heappop(self._waiting)
+                    if it[6].set_running_or_notify_cancel():
+                        items.append(it)           # (a cancelled one was counted off)
+            if not items:
                 continue
+            self.decoding_since = time.monotonic()
+            try:
+                results = self._decode_batch([(it[3], it[4]) for it in items],
+                                             [it[5] for it in items])
+            except Exception as exc:   # noqa: BLE001 - handed to every caller of the batch
+                results = [exc] * len(items)
+            self.decoding_since = None
+            with self._waiting_cond:
+                self._busy -= len(items)
             for it, result in zip(items, results):
-                it[4].set_result(result)
+                if isinstance(result, Exception):
+                    it[6].set_exception(result)
+                else:
+                    it[6].set_result(result)
 
-    def _decode_batch(self, utterances: list[tuple[np.ndarray, int]]) -> list[Transcript]:
+    def _prompt_for(self, prev: str) -> list[int]:
+        """The decoder's prompt; words said just before in the same utterance go first as
+        previous text (the last ``PREV_TOKENS`` of them), as Whisper does between windows."""
+        if not prev.strip():
+            return self._prompt
+        base = self._prompt
+        room = max(0, min(PREV_TOKENS, MAX_PROMPT_TOKENS - len(base)))
+        if room == 0:
+            return base
+        tokens = self._tokenizer.encode(" " + prev.strip())[-room:]
+        if base[0] == self._tokenizer.sot_prev:       # a configured prompt: prev after it
+            sot = base.index(self._tokenizer.sot)
+            return base[:sot] + tokens + base[sot:]
+        return [self._tokenizer.sot_prev] + tokens + base
+
+    def _decode_batch(self, utterances: list[tuple[np.ndarray, int]],
+                      prevs: list[str] | None = None) -> list[Transcript]:
         """Encode and decode utterances in one CTranslate2 call: each padded with silence
         to the largest window among them."""
         from faster_whisper.transcribe import get_ctranslate2_storage
@@ -203,7 +243,8 @@ class WhisperEngine:
         model = self._whisper.model
         encoded = model.encode(get_ctranslate2_storage(batch), to_cpu=False)
         results = model.generate(
-            encoded, [self._prompt] * len(feats), beam_size=self.beam_size,
+            encoded, [self._prompt_for(p) for p in (prevs or [""] * len(feats))],
+            beam_size=self.beam_size,
             max_length=min(MAX_TOKENS, 32 + int(TOKENS_PER_S * max(lengths) / WHISPER_RATE)),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppress)
@@ -226,52 +267,139 @@ class WhisperEngine:
 
 
 class WhisperRecognizer:
-    """Per-call buffer in front of the shared engine; no partials (batch engine)."""
+    """Per-call buffer in front of the shared engine; no partials (batch engine).
+
+    Decoding while the caller speaks. A speculative decode starts at each pause (the turn
+    taker's :meth:`speculate`). When the caller goes on, the decode is not thrown away if it
+    covers at least ``engine.early_decode_s`` of new audio: its words become the settled
+    start of the utterance, and everything after the pause is a new part. At the end of
+    the turn only the last part is left to decode (with the settled words as Whisper's
+    previous text), instead of the whole utterance. A part that failed is decoded again
+    with the rest, from its start.
+    """
 
     def __init__(self, engine: WhisperEngine, sample_rate: int) -> None:
         self.engine = engine
         self.sample_rate = sample_rate
         self._buf = bytearray()
+        self._cut = 0                   # bytes of _buf covered by settled parts
+        self._parts: list[tuple[int, int, Future]] = []   # (start, end, decode) settled
         self._spec: Future[Transcript] | None = None
+        self._spec_end = 0
+        self._min_part = int(getattr(engine, "early_decode_s", 0.0) * sample_rate) * 2
 
     def accept(self, pcm: bytes) -> Transcript | None:
         self._buf += pcm
         return None
 
-    def _samples(self) -> np.ndarray:
-        data = bytes(self._buf)
+    def _samples(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        data = bytes(self._buf[start:end])
         return pcm_to_array(data[: len(data) // 2 * 2])
 
+    def _settled_text(self) -> str | None:
+        """The settled parts' words, or None while one of them is still being decoded."""
+        if any(not f.done() or f.exception() is not None for _, _, f in self._parts):
+            return None
+        return " ".join(t for _, _, f in self._parts if (t := f.result().text))
+
     def speculate(self) -> None:
-        # Under load a speculative decode that the caller's next words make useless is
-        # CPU taken from the decodes callers are waiting for: speculate only when idle.
-        if self._spec is None and self._buf and self.engine.busy < SPECULATE_WHEN_BUSY_BELOW:
-            self._spec = self.engine.submit(self._samples(), self.sample_rate)
+        """A pause: decode what was said since the settled parts, in the background (taken
+        only when no caller is waiting for an answer, cancelled if never started). Under
+        load a speculation that the caller's next words would make useless is skipped:
+        only a part long enough to be settled is worth the queue."""
+        new = len(self._buf) - self._cut
+        if self._spec is not None or new <= 0:
+            return
+        if self.engine.busy >= SPECULATE_WHEN_BUSY_BELOW and not (
+                self._min_part and new >= self._min_part):
+            return
+        self._spec_end = len(self._buf)
+        self._spec = self.engine.submit(self._samples(self._cut), self.sample_rate,
+                                        self._settled_text() or "", background=True)
 
     def drop_speculation(self) -> None:
-        self._spec = None       # CTranslate2 cannot be interrupted; its result is ignored
+        """The caller spoke again: a long enough part is kept, settled (see above)."""
+        spec, self._spec = self._spec, None
+        if spec is None:
+            return
+        failed = spec.done() and (spec.cancelled() or spec.exception() is not None)
+        if not failed and self._min_part and self._spec_end - self._cut >= self._min_part:
+            self._parts.append((self._cut, self._spec_end, spec))
+            self._cut = self._spec_end
+        else:
+            spec.cancel()       # if not started; a decode under way cannot be interrupted
 
     def hypothesis(self) -> Transcript | None:
         if self._spec is None or not self._spec.done() or self._spec.exception() is not None:
             return None
-        return self._spec.result()
+        settled = self._settled_text()
+        if settled is None:
+            return None
+        return self._joined([f.result() for _, _, f in self._parts] + [self._spec.result()])
+
+    def _joined(self, parts: list[Transcript]) -> Transcript:
+        """One transcript from consecutive parts; confidence weighted by their words."""
+        spoken = [t for t in parts if t.text]
+        if not spoken:
+            return Transcript("", 0.0, self.engine.name, True)
+        words = [len(t.text.split()) for t in spoken]
+        conf = sum(w * (t.confidence or 0.0) for w, t in zip(words, spoken)) / sum(words)
+        return Transcript(" ".join(t.text for t in spoken), conf, self.engine.name, True)
+
+    def _reset(self) -> None:
+        self._buf, self._cut, self._parts = bytearray(), 0, []
+        self._spec, self._spec_end = None, 0
 
     def commit(self, hypothesis: Transcript) -> Transcript:
-        self._buf, self._spec = bytearray(), None
+        self._reset()
         return Transcript(hypothesis.text, hypothesis.confidence, hypothesis.engine, True)
 
     def finish(self) -> Transcript:
         """The speculative decode, when the caller stayed silent since it started (the audio
-        after it is only the end-of-turn silence); a decode of the whole utterance otherwise."""
-        spec, self._spec = self._spec, None
-        samples = self._samples()
-        self._buf = bytearray()
+        after it is only the end-of-turn silence); a decode of what is left otherwise, after
+        the settled parts. A part or speculation still queued is cancelled and its audio
+        decoded now, with the tail, at the priority of a waiting caller."""
+        spec, parts, cut = self._spec, self._parts, self._cut
+        done: list[Transcript] = []
+        wait = getattr(self.engine, "wait_s", None)
+        for i, (start, _, fut) in enumerate(parts):
+            result = None
+            if not fut.cancel():
+                try:
+                    result = fut.result(timeout=wait)
+                except Exception:   # noqa: BLE001 - decode again from this part's start
+                    result = None
+            if result is None:
+                cut = start
+                for _, _, later in parts[i + 1:]:
+                    later.cancel()
+                if spec is not None:
+                    spec.cancel()
+                spec = None
+                break
+            done.append(result)
+        if spec is not None and spec.cancel():
+            spec = None
+        prev = " ".join(t.text for t in done if t.text)
+        tail = self._samples(cut)
+        self._reset()
         if spec is not None:
             try:
-                return spec.result()
+                return self._joined(done + [spec.result(timeout=wait)])
             except Exception:   # noqa: BLE001 - decode again below, and raise from there
                 pass
-        return self.engine.transcribe(samples, self.sample_rate)
+        try:
+            last = self.engine.transcribe(tail, self.sample_rate, prev=prev)
+        except AsrOverloaded:
+            # The end of the request could not be heard: acting on its start alone could
+            # answer another question; the caller is asked to repeat.
+            return Transcript("", 0.0, self.engine.name, True)
+        return self._joined(done + [last])
 
     def close(self) -> None:
-        self._buf, self._spec = bytearray(), None
+        """The call is over: what is still queued for it is dropped."""
+        for _, _, fut in self._parts:
+            fut.cancel()
+        if self._spec is not None:
+            self._spec.cancel()
+        self._reset()
