@@ -1,10 +1,13 @@
 """Turn latency over real SIP through `callbot serve`, as the caller hears it (prints figures).
 
-    .venv/bin/python bench/sip_latency.py [--engines whisper,vosk] [--levels 1,4,8,16]
-                                          [--ramp-s 8] [--workers 4] [--turn short|long]
+    .venv/bin/python bench/sip_latency.py [--engines whisper,vosk] [--levels 1,4,8,16,32]
+                                          [--ramp-s 8] [--workers N] [--turn short|long]
+                                          [--recognition shared|per-worker]
 
 For each ASR engine, one `callbot serve` (Kamailio in front of ``--workers`` workers, 4
-calls each) in a temporary data folder; for each level, N pjsua2 callers (`callbot call`)
+calls each, by default as many as the largest level needs; with ``--recognition shared``,
+the default, one recognition service for the machine, otherwise a model per worker) in a
+temporary data folder; for each level, N pjsua2 callers (`callbot call`)
 wait for the greeting to end, say one real French clip, and record what they hear. The N
 calls are all up at the same time, but they are placed ``--ramp-s`` seconds apart in
 total (one every ramp/N s), as calls arrive on a real line, so the callers do not all
@@ -21,7 +24,8 @@ same cores on equal terms (at 16 calls they need ~0.6-0.8 of a core). ``--caller
 makes them stand for phones elsewhere, taking only what the bot leaves.
 Late frames: the workers' receive callbacks more than 30 ms apart (their "hangup" stream
 stats), over every frame of the level's calls. CPU: utime+stime over the level's wall
-time from /proc (% of one core); RSS: the peak sampled every 0.5 s. The callers run on the
+time from /proc (% of one core), per worker, Kamailio and the recognition service ("rec");
+RSS: the peak sampled every 0.5 s, per process and in total (every process of the bot). The callers run on the
 same machine and compete for the same cores: the figures are pessimistic for the bot.
 
 Turns: ``short`` (the default) is "Au revoir." (understood: a quick end of turn). ``long``
@@ -193,6 +197,8 @@ def run_level(serve: ServeProcess, uri: str, n: int, clips: list[tuple[Path, int
     kam = ([front] + children(front)) if front else []
     pids = {f"worker-{i}": p for i, p in workers.items()}
     pids.update({f"kamailio-{p}": p for p in kam})
+    if serve.recognition_pid():
+        pids["recognition"] = serve.recognition_pid()
     before = {k: cpu_s(p) for k, p in pids.items()}
     peak = {k: 0 for k in pids}
     seen = len(serve.events)
@@ -259,6 +265,8 @@ def run_level(serve: ServeProcess, uri: str, n: int, clips: list[tuple[Path, int
             "frames": frames,
             "cpu_worker_pct": {k: round(v, 1) for k, v in wk.items()},
             "cpu_kamailio_pct": round(sum(v for k, v in cpu.items() if k.startswith("kam")), 1),
+            "cpu_recognition_pct": round(cpu.get("recognition", 0.0), 1),
+            "rss_recognition_mb": peak.get("recognition", 0),
             "cpu_total_pct": round(sum(cpu.values()), 1),
             "cpu_callers_pct": round(callers_cpu, 1),
             "rss_worker_mb": {k: v for k, v in peak.items() if k.startswith("worker")},
@@ -293,8 +301,9 @@ def _pct(xs: list[float], q: int) -> float | None:
 
 def bench_engine(engine: str, levels: list[int], workers: int, wav: Path | None,
                  silence_ms: int, asr_threads: int = 0, ramp_s: float = 8.0,
-                 callers_nice: int = 0) -> list[dict]:
-    """``wav`` None: the long turns."""
+                 callers_nice: int = 0, recognition: str = "shared",
+                 overrides: dict[str, dict] | None = None) -> list[dict]:
+    """``wav`` None: the long turns. ``overrides``: {section: {key: value}} (--set)."""
     with tempfile.TemporaryDirectory(prefix=f"sipbench-{engine}-") as tmp:
         folder = Path(tmp)
         wavs = [wav] if wav is not None else long_turns(folder)
@@ -302,7 +311,10 @@ def bench_engine(engine: str, levels: list[int], workers: int, wav: Path | None,
         sections = {k: dict(v) for k, v in ENGINES[engine].items()}
         if asr_threads:
             sections["asr"]["threads"] = asr_threads
-        cfg = serve_config(folder, workers=workers, workers_table={"health_interval_s": 2.0},
+        for section, values in (overrides or {}).items():
+            sections.setdefault(section, {}).update(values)
+        cfg = serve_config(folder, workers=workers,
+                           workers_table={"health_interval_s": 2.0, "recognition": recognition},
                            **sections)
         front = serve_port(cfg)
         serve = ServeProcess(cfg, folder)
@@ -316,7 +328,9 @@ def bench_engine(engine: str, levels: list[int], workers: int, wav: Path | None,
                 time.sleep(0.2)
             time.sleep(3)             # a dispatcher probe round: every worker up
             print(f"# {engine}: asr={loaded[0].get('asr')} workers={workers} "
-                  f"load_s={[e['load_s'] for e in loaded]}", flush=True)
+                  f"recognition={recognition} load_s={[e['load_s'] for e in loaded]} "
+                  f"serve ready in {serve.wait_for(lambda e: e['event'] == 'serve_ready')[0]['start_s']} s",
+                  flush=True)
             uri = f"sip:callbot@127.0.0.1:{front}"
             for n in levels:
                 row = run_level(serve, uri, n, clips, silence_ms, folder,
@@ -340,8 +354,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--engines", default="whisper,vosk")
-    p.add_argument("--levels", default="1,4,8,16")
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--levels", default="1,4,8,16,32")
+    p.add_argument("--workers", type=int, default=0,
+                   help="workers (4 calls each); 0: as many as the largest level needs")
     p.add_argument("--wav", type=Path, default=Path("/usr/share/asterisk/sounds/fr/vm-goodbye.wav"))
     p.add_argument("--turn", choices=("short", "long"), default="short",
                    help="short: --wav; long: real 3-5 s sentences (see above)")
@@ -352,24 +367,38 @@ def main() -> int:
     p.add_argument("--callers-nice", type=int, default=0,
                    help="run the test callers at this nice value, so that they stand for "
                         "phones on another machine rather than compete with the bot")
+    p.add_argument("--recognition", choices=("shared", "per-worker"), default="shared",
+                   help="workers.recognition: one service for the machine, or a model per worker")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a configuration key for the bot, e.g. asr.early_decode_s=0 (repeatable)")
     p.add_argument("--asr-threads", type=int, default=0,
                    help="asr.threads per recognizer (default: the configuration's)")
     a = p.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
+    if a.workers <= 0:
+        a.workers = max(1, math.ceil(max(levels) / 4))
+    overrides: dict[str, dict] = {}
+    for item in a.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        overrides.setdefault(section, {})[name] = json.loads(value) if value[:1] in \
+            "0123456789-[{\"tf" else value
     rows = []
     for engine in a.engines.split(","):
         rows += bench_engine(engine, levels, a.workers, a.wav if a.turn == "short" else None,
-                             a.silence_ms, a.asr_threads, a.ramp_s, a.callers_nice)
+                             a.silence_ms, a.asr_threads, a.ramp_s, a.callers_nice,
+                             a.recognition, overrides)
     what = a.wav.name if a.turn == "short" else "long turns (3.7-4.7 s)"
     print(f"\nturn latency at the caller, {what}, {a.workers} workers behind Kamailio, "
           f"{os.cpu_count()} cores (callers on the same machine), calls placed over "
           f"{a.ramp_s:g} s, callers at nice {a.callers_nice}, "
-          f"asr.threads={a.asr_threads or 'config'}")
+          f"asr.threads={a.asr_threads or 'config'}, recognition {a.recognition}"
+          + (f", {' '.join(a.set)}" if a.set else ""))
     print(f"{'engine':8} {'calls':>5} {'ok':>4} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
           f"{'max ms':>7} {'held':>4} "
           f"{'asr ms':>6} {'srv ms':>6} {'late>30ms':>9} {'cpu/worker %':>22} {'kam %':>6} "
-          f"{'cpu tot %':>9} {'callers %':>9} "
-          f"{'rss/worker MB':>18} {'rss tot MB':>10}")
+          f"{'rec %':>6} {'cpu tot %':>9} {'callers %':>9} "
+          f"{'rss/worker MB':>18} {'rec MB':>6} {'rss tot MB':>10}")
     for r in rows:
         cw = "/".join(f"{v:.0f}" for v in r["cpu_worker_pct"].values())
         rw = "/".join(str(v) for v in r["rss_worker_mb"].values())
@@ -378,8 +407,9 @@ def main() -> int:
               f"{_s(r['p95_ms']):>7} {_s(r['p99_ms']):>7} {_s(r['max_ms']):>7} {r['held']:>4} "
               f"{_s(r['decode_p50_ms']):>6} "
               f"{_s(r['server_p50_ms']):>6} {late:>9} {cw:>22} "
-              f"{r['cpu_kamailio_pct']:>6} {r['cpu_total_pct']:>9} "
-              f"{r['cpu_callers_pct']:>9} {rw:>18} "
+              f"{r['cpu_kamailio_pct']:>6} {r['cpu_recognition_pct']:>6} "
+              f"{r['cpu_total_pct']:>9} "
+              f"{r['cpu_callers_pct']:>9} {rw:>18} {r['rss_recognition_mb']:>6} "
               f"{r['rss_total_mb']:>10}")
     return 0
 

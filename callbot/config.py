@@ -66,6 +66,7 @@ class AsrConfig:
     threads: int = field(metadata=rule(ge=0, why=" (0: automatic)"))
     whisper_window_s: float = field(metadata=POSITIVE)
     whisper_batch: int = field(metadata=rule(ge=1, le=32))
+    early_decode_s: float = field(metadata=rule(ge=0, why=" (0: off)"))
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,16 @@ class RecordingConfig:
 
 
 @dataclass(frozen=True)
+class RecognitionConfig:
+    """Where speech recognition and sentence embeddings run (see default.toml)."""
+
+    socket: str
+    timeout_s: float = field(metadata=POSITIVE)
+    connect_wait_s: float = field(metadata=rule(ge=0))
+    queue: int = field(metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig
     asr: AsrConfig
@@ -195,6 +206,7 @@ class Config:
     transcripts: TranscriptsConfig
     console: ConsoleConfig
     recording: RecordingConfig
+    recognition: RecognitionConfig
     source: str = "embedded default"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -220,6 +232,7 @@ SECTIONS: dict[str, type] = {
     "transcripts": TranscriptsConfig,
     "console": ConsoleConfig,
     "recording": RecordingConfig,
+    "recognition": RecognitionConfig,
 }
 
 

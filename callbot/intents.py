@@ -253,7 +253,10 @@ class IntentClassifier:
     """A trained classifier with its thresholds; cheap to call once per utterance."""
 
     def __init__(self, model: Model, thresholds: Thresholds, kb_digest: str = "",
-                 report: dict | None = None, models_dir: Path | None = None, threads: int = 0):
+                 report: dict | None = None, models_dir: Path | None = None, threads: int = 0,
+                 encoders: Callable[[str], SentenceEncoder] | None = None):
+        if model.encoder_name and model.encoder is None and encoders is not None:
+            model.encoder = encoders(model.encoder_name)
         if model.encoder_name and model.encoder is None:
             if models_dir is None:
                 raise ModelMissing("this classifier uses sentence embeddings: load it with its "
@@ -334,8 +337,8 @@ class IntentClassifier:
         tmp.replace(path)   # atomic: a running bot never reads half a model
 
     @classmethod
-    def load(cls, path: Path, models_dir: Path | None = None, threads: int = 0
-             ) -> "IntentClassifier":
+    def load(cls, path: Path, models_dir: Path | None = None, threads: int = 0,
+             encoders: Callable[[str], SentenceEncoder] | None = None) -> "IntentClassifier":
         """The model saved at ``path``; its encoder (if any) is installed in ``models_dir``
         (by default the model's own folder)."""
         if not path.exists():
@@ -350,12 +353,15 @@ class IntentClassifier:
             raise ModelMissing(f"intent classifier {path} is from another version: "
                                f"run `callbot train` again")
         return cls(data["model"], Thresholds(**data["thresholds"]), data.get("kb_digest", ""),
-                   data.get("report", {}), models_dir or path.parent, threads)
+                   data.get("report", {}), models_dir or path.parent, threads, encoders)
 
 
-def load_classifier(config: Config) -> IntentClassifier:
+def load_classifier(config: Config, encoders: Callable[[str], SentenceEncoder] | None = None
+                    ) -> IntentClassifier:
+    """``encoders``: where the sentence encoder comes from when not from this process (the
+    machine's recognition service)."""
     clf = IntentClassifier.load(config.paths.models / config.nlu.model, config.paths.models,
-                                config.asr.threads)
+                                config.asr.threads, encoders)
     return clf.with_overrides(config.nlu.reject_threshold, config.nlu.confident_threshold,
                               config.nlu.margin)
 

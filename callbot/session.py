@@ -17,9 +17,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .asr.base import AsrEngine
+from .embedding import SentenceEncoder
 from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
 from .errors import CallbotError
@@ -54,23 +55,34 @@ class Engines:
     asr: AsrEngine | None = None
     turn_model: TurnEndModel | None = None     # reads the end of a turn from the voice
     model_stamp: tuple[int, int, int] = (0, 0, 0)
+    # The sentence encoder by name, when it is served by the machine's recognition service
+    # (None: each classifier loads it in this process).
+    encoders: Callable[[str], SentenceEncoder] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def load(cls, config: Config, asr: bool = True) -> "Engines":
+    def load(cls, config: Config, asr: bool = True,
+             log: Callable[..., None] | None = None) -> "Engines":
+        """``log(event, **fields)`` hears what the recognition client has to say (lost
+        service, local fallback)."""
         from .asr import load_asr
         from .tts import cache_root, load_tts
 
         stamp = _stamp(config)
         kb = load_kb(config.paths.kb)
-        classifier = load_classifier(config)
+        asr_engine, encoders = None, None
+        if asr and config.recognition.socket:
+            from .recognition import remote_engines
+            asr_engine, encoders = remote_engines(config, log)
+        elif asr:
+            asr_engine = load_asr(config)
+        classifier = load_classifier(config, encoders)
         tts = SpeechCache(load_tts(config), cache_root(config))
         turn_model = None
         if asr and config.endpointing.turn_model:
             from .smartturn import load_smart_turn
             turn_model = load_smart_turn(config.paths.models)
-        return cls(config, kb, classifier, tts, load_asr(config) if asr else None, turn_model,
-                   stamp)
+        return cls(config, kb, classifier, tts, asr_engine, turn_model, stamp, encoders)
 
     def refresh(self) -> bool:
         """Reload the classifier and the KB if the model file changed; True if reloaded."""
@@ -81,7 +93,8 @@ class Engines:
             if stamp == self.model_stamp:
                 return False
             try:
-                kb, classifier = load_kb(self.config.paths.kb), load_classifier(self.config)
+                kb = load_kb(self.config.paths.kb)
+                classifier = load_classifier(self.config, self.encoders)
             except CallbotError:
                 return False          # half-edited KB or model: keep serving the old one
             self.kb, self.classifier, self.model_stamp = kb, classifier, stamp
@@ -236,6 +249,30 @@ class CallSession:
         its carrier)."""
         with self._lock:
             self._emit(Failed(error, where, self.clock_ms))
+
+    def hung_up(self, frames: Iterable[bytes] = ()) -> None:
+        """The line is closed. The caller's last words (the audio received but not yet
+        heard, and an utterance still under way) are decoded and recorded as a turn of
+        their own, unanswered (``decision = "hung_up"``): a supervisor sees what a caller
+        said as they hung up, instead of a call that ends on the bot's last prompt."""
+        with self._lock:
+            if self.listener is None:
+                return
+            finals = []
+            for frame in frames:
+                self.clock_ms += FRAME_MS
+                finals += [e for e in self.listener.feed(frame, self.clock_ms)
+                           if isinstance(e, Final)]
+            if self.listener.in_speech:
+                finals.append(self.listener.end_now(self.clock_ms))
+            for final in finals:
+                if not final.text:
+                    continue
+                self._emit(final)
+                turn = Turn(caller=final.text, decision="hung_up", asr_engine=final.engine,
+                            asr_confidence=final.confidence, state=self.dialogue.state.value)
+                self._emit(TurnDecided(turn, self.clock_ms, None, final.decode_ms,
+                                       final.speech_ms))
 
     def close(self) -> None:
         """The call is over (whoever hung up): release what the call held."""

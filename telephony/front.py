@@ -38,9 +38,10 @@ def plan_for(settings: TelephonySettings, secret: str = "") -> dispatcher.Dispat
     host = f"[{w.bind}]" if ":" in w.bind else w.bind
     return dispatcher.DispatcherPlan(
         listen=sip.bind, port=sip.port, transports=sip.transports,
-        workers=tuple(f"sip:{host}:{w.sip_port(i)}" for i in range(w.count)),
+        workers=tuple(f"sip:{host}:{w.sip_port(i)}" for i in range(w.count))
+        + tuple(f"sip:{r}" for r in w.remote),
         allowed_sources=tuple(str(n) for n in sip.allowed_sources),
-        secret=secret, setups_per_s=w.count * sip.max_setups_per_s)
+        secret=secret, setups_per_s=(w.count + len(w.remote)) * sip.max_setups_per_s)
 
 
 class Front:

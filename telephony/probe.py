@@ -91,3 +91,25 @@ def send_raw(data: bytes, host: str, port: int, bind: str = "127.0.0.1") -> None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((bind, 0))
         s.sendto(data, (host, port))
+
+
+STUCK_DECODE_S = 60.0   # one utterance decodes in 0.2-3 s: a decode this old is a hang
+
+
+def recognition(path: str, timeout: float = 2.0) -> bool:
+    """Whether the recognition service at ``path`` answers a ping and its decoder moves (a
+    wedged one does not answer, a hung decode shows its age)."""
+    import socket
+
+    from callbot.recognition.wire import WireError, receive, send
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            send(sock, {"op": "ping", "id": 1})
+            header, _ = receive(sock)
+            return (header.get("id") == 1 and "busy" in header
+                    and float(header.get("decoding_s", 0.0)) < STUCK_DECODE_S)
+    except (OSError, WireError):
+        return False

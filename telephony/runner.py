@@ -142,6 +142,10 @@ class CallRunner:
             self.post(Action("failed", self.key, repr(exc)))
         finally:
             try:
+                self.session.hung_up(self._received())
+            except Exception:  # noqa: BLE001 - last words are a bonus, never a failure
+                log.exception("call %s: last words not decoded", self.key)
+            try:
                 self.session.close()
             except Exception:  # noqa: BLE001 - releasing a recognizer must not block the end
                 pass
@@ -153,6 +157,15 @@ class CallRunner:
                     fn()
                 except Exception:  # noqa: BLE001 - one closing step must not skip the others
                     log.exception("call %s: closing step failed", self.key)
+
+    def _received(self) -> list[bytes]:
+        """Caller audio that arrived but was not heard before the call ended."""
+        frames = []
+        while True:
+            try:
+                frames.append(self.inbox.get_nowait())
+            except queue.Empty:
+                return frames
 
     def _run(self) -> None:
         session = self.session

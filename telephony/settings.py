@@ -225,10 +225,32 @@ def _count(value: Any, name: str, where: str) -> int:
         n = int(value)
     except (TypeError, ValueError):
         n = 0
-    if not 1 <= n <= MAX_WORKERS or (isinstance(value, float) and not value.is_integer()):
+    if not 0 <= n <= MAX_WORKERS or (isinstance(value, float) and not value.is_integer()) \
+            or (n == 0 and str(value).strip() not in ("0", "0.0")):
         raise ConfigError(f"{where}: {name} = {value!r} must be \"auto\" or a whole number "
-                          f"from 1 to {MAX_WORKERS}")
+                          f"from 0 (a front for other hosts' workers) to {MAX_WORKERS}")
     return n
+
+
+def _remote(value: Any, name: str, where: str) -> tuple[str, ...]:
+    """["10.0.0.2:5070", "[fd00::3]:5071"]: workers of other hosts behind this front."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: {name} must be a list of \"ADDRESS:PORT\" strings")
+    out = []
+    for item in value:
+        m = re.fullmatch(r"\[?([0-9A-Fa-f.:]+?)\]?:(\d{1,5})", str(item).strip())
+        ok = m is not None and 1 <= int(m.group(2)) <= 65535
+        if ok:
+            try:
+                ip = ipaddress.ip_address(m.group(1))
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ConfigError(f"{where}: {name} entry {item!r} is not ADDRESS:PORT (a numeric "
+                              f"IP address and the SIP port of one worker of another host)")
+        host = f"[{ip}]" if ip.version == 6 else str(ip)
+        out.append(f"{host}:{m.group(2)}")
+    return tuple(out)
 
 
 PORT = rule(ge=1, le=65535)
@@ -293,6 +315,9 @@ class WorkersSettings:
     health_interval_s: float = field(metadata=POSITIVE)
     media_priority: str = field(metadata=rule(choices=MEDIA_PRIORITIES))
     allocator: str = field(metadata=rule(choices=ALLOCATORS))
+    recognition: str = field(metadata=rule(choices=("shared", "per-worker")))
+    front: str = field(metadata=rule(choices=("local", "none")))
+    remote: tuple[str, ...] = field(metadata=rule(parse=_remote, env=False))
 
     def sip_port(self, index: int) -> int:
         return self.base_sip_port + index
@@ -367,7 +392,34 @@ def settings_from(core: Config, env: Mapping[str, str] | None = None) -> Telepho
                      where)
     workers = build(WorkersSettings, "workers", table["workers"], defaults["workers"], where)
     _check_ports(sip, workers, where)
+    _check_hosts(sip, workers, where)
     return TelephonySettings(core, sip, transfer, workers)
+
+
+def _check_hosts(sip: SipSettings, w: WorkersSettings, where: str) -> None:
+    """Several hosts: one front, the same secret everywhere, nothing left unreachable."""
+    if w.count == 0 and (w.front == "none" or not w.remote):
+        raise ConfigError(f"{where}: workers.count = 0 runs a front only: it needs "
+                          f"workers.front = \"local\" and the other hosts' workers in "
+                          f"workers.remote")
+    if w.front == "none" and w.remote:
+        raise ConfigError(f"{where}: workers.remote lists workers for this host's front, but "
+                          f"workers.front = \"none\"")
+    if (w.front == "none" or w.remote) and not w.front_secret:
+        raise ConfigError(f"{where}: workers on several hosts admit only INVITEs stamped by "
+                          f"the front: set the same workers.front_secret on every host")
+    if w.front == "none" and (ipaddress.ip_address(w.bind).is_loopback
+                              or ipaddress.ip_address(sip.bind).is_loopback
+                              or (w.bind != sip.bind and not ipaddress.ip_address(
+                                  sip.bind).is_unspecified)):
+        raise ConfigError(f"{where}: workers.front = \"none\" (another host's front) needs "
+                          f"workers.bind and sip.bind on the same address that host reaches "
+                          f"(now {w.bind} and {sip.bind})")
+    if w.remote and ipaddress.ip_address(sip.bind).is_loopback:
+        raise ConfigError(f"{where}: workers.remote (workers of other hosts) needs sip.bind "
+                          f"on an address they reach, not {sip.bind}")
+    if len(set(w.remote)) != len(w.remote):
+        raise ConfigError(f"{where}: workers.remote lists the same worker twice")
 
 
 def _check_ports(sip: SipSettings, workers: WorkersSettings, where: str) -> None:

@@ -30,6 +30,7 @@ by what takes a worker down.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -46,6 +47,7 @@ from callbot.errors import CallbotError
 from . import lifecycle, probe
 from .front import Front
 from .jsonlog import JsonLog
+from .priority import compute_nice
 from .settings import TelephonySettings, load_settings
 
 MAX_BACKOFF_S = 30.0
@@ -62,6 +64,7 @@ class Slot:
     index: int
     port: int
     rtp_port: int
+    role: str = "worker"           # or "recognition": the machine's recognition service
     proc: subprocess.Popen | None = None
     started: float = 0.0
     ready: bool = False
@@ -99,10 +102,23 @@ class Supervisor:
         w = settings.workers
         self.slots = [Slot(i, w.base_sip_port + i, settings.rtp_port_for(i))
                       for i in range(w.count)]
+        # One recognition service for the machine, unless the workers load their own models
+        # or the configuration points them at a service of its own.
+        self.recognition: Slot | None = None
+        self.recognition_socket = settings.core.recognition.socket
+        if w.recognition == "shared" and not self.recognition_socket and w.count > 0:
+            self.recognition = Slot(-1, 0, 0, role="recognition")
+            self.recognition_socket = str(Path(settings.core.paths.data) / "sip"
+                                          / "recognition.sock")
+            if len(self.recognition_socket.encode()) > 100:     # Unix sockets: 107 bytes
+                digest = hashlib.sha1(self.recognition_socket.encode()).hexdigest()[:12]
+                self.recognition_socket = f"/tmp/callbot-recognition-{digest}.sock"
         self.secret = w.front_secret or secrets.token_hex(16)
         self.jemalloc = allocator_library(w.allocator)     # refused now, not at a spawn
         self.pids = lifecycle.PidFile(Path(settings.core.paths.data) / "sip" / "serve.json")
-        self.front = Front(settings, self.log, self.secret, self.pids)
+        # A worker host behind another host's front has no front of its own.
+        self.front = Front(settings, self.log, self.secret, self.pids) \
+            if w.front == "local" else None
         self.t0 = time.monotonic()
         self.announced = False
         self.stopping = False
@@ -116,13 +132,20 @@ class Supervisor:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 record = {"event": "worker_output", "line": line.rstrip()}
-            record["worker"] = slot.index
+            if slot.role == "worker":
+                record["worker"] = slot.index
+            else:
+                record["service"] = slot.role
             if record.get("event") == "ready":
                 slot.ready, slot.ready_at = True, time.monotonic()
             self.log.write(record)
 
     # --- processes --------------------------------------------------------------------------
     def command(self, slot: Slot) -> list[str]:
+        if slot.role == "recognition":
+            cmd = [sys.executable, "-m", "callbot.recognition", "--socket",
+                   self.recognition_socket]
+            return cmd + (["--config", self.config_path] if self.config_path else [])
         cmd = [sys.executable, "-m", "telephony.worker", "--port", str(slot.port),
                "--rtp-port", str(slot.rtp_port)]
         if self.config_path:
@@ -134,6 +157,8 @@ class Supervisor:
         cores."""
         env = dict(os.environ)
         env["CALLBOT_WORKERS_FRONT_SECRET"] = self.secret
+        if self.recognition_socket:
+            env["CALLBOT_RECOGNITION_SOCKET"] = self.recognition_socket
         if self.jemalloc:
             env["LD_PRELOAD"] = " ".join(filter(None, [env.get("LD_PRELOAD", ""),
                                                        self.jemalloc]))
@@ -149,20 +174,45 @@ class Supervisor:
                                                  // self.settings.workers.count))
         return env
 
+    def recognition_env(self) -> dict[str, str]:
+        """Every core for the one decode at a time (the workers' media clocks run at a
+        higher priority than the whole service, see ``spawn``)."""
+        env = dict(os.environ)
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+        if self.settings.core.asr.threads == 0:
+            env["CALLBOT_ASR_THREADS"] = str(os.cpu_count() or 1)
+        return env
+
     def spawn(self, slot: Slot) -> None:
-        slot.proc = subprocess.Popen(self.command(slot), stdout=subprocess.PIPE, text=True,
-                                     env=self.worker_env(),
-                                     preexec_fn=lifecycle.die_with_parent())
-        self.pids.add(f"worker-{slot.index}", slot.proc.pid, "telephony.worker")
+        if slot.role == "recognition":
+            nice = compute_nice(self.settings.workers.media_priority)
+
+            def start() -> None:
+                lifecycle.die_with_parent()()
+                os.nice(nice)      # decodes never delay a worker's media clock
+
+            slot.proc = subprocess.Popen(self.command(slot), stdout=subprocess.PIPE,
+                                         text=True, env=self.recognition_env(),
+                                         preexec_fn=start)
+            self.pids.add("recognition", slot.proc.pid, "callbot.recognition")
+        else:
+            slot.proc = subprocess.Popen(self.command(slot), stdout=subprocess.PIPE,
+                                         text=True, env=self.worker_env(),
+                                         preexec_fn=lifecycle.die_with_parent())
+            self.pids.add(f"worker-{slot.index}", slot.proc.pid, "telephony.worker")
         slot.started = time.monotonic()
         slot.ready = False
         slot.misses = 0
         slot.next_probe = slot.started + self.settings.workers.health_interval_s
         slot.reader = threading.Thread(target=self._forward, args=(slot, slot.proc),
-                                       name=f"worker-{slot.index}-out", daemon=True)
+                                       name=f"{slot.role}-{slot.index}-out", daemon=True)
         slot.reader.start()
-        self.log("worker_started", worker=slot.index, pid=slot.proc.pid, port=slot.port,
-                  rtp_port=slot.rtp_port, restarts=slot.restarts)
+        if slot.role == "recognition":
+            self.log("recognition_started", pid=slot.proc.pid, socket=self.recognition_socket,
+                      restarts=slot.restarts)
+        else:
+            self.log("worker_started", worker=slot.index, pid=slot.proc.pid, port=slot.port,
+                      rtp_port=slot.rtp_port, restarts=slot.restarts)
 
     def check(self, slot: Slot, now: float) -> None:
         proc = slot.proc
@@ -177,7 +227,8 @@ class Supervisor:
             uptime = now - slot.started
             if slot.ready and now - slot.ready_at >= HEALTHY_AFTER_S:
                 slot.backoff_s = 1.0
-            self.log("worker_exited", worker=slot.index, pid=proc.pid, code=code,
+            who = {"worker": slot.index} if slot.role == "worker" else {}
+            self.log(f"{slot.role}_exited", **who, pid=proc.pid, code=code,
                       uptime_s=round(uptime, 1), restart_in_s=slot.backoff_s)
             slot.proc = None
             slot.restarts += 1
@@ -186,12 +237,15 @@ class Supervisor:
             return
         if slot.ready and now >= slot.next_probe and not self.stopping:
             slot.next_probe = now + self.settings.workers.health_interval_s
-            bind = self.settings.workers.bind
-            status = probe.options(bind, slot.port, bind=bind, timeout=2.0)
-            slot.misses = 0 if status == 200 else slot.misses + 1
+            if slot.role == "recognition":
+                healthy = probe.recognition(self.recognition_socket, timeout=2.0)
+            else:
+                bind = self.settings.workers.bind
+                healthy = probe.options(bind, slot.port, bind=bind, timeout=2.0) == 200
+            slot.misses = 0 if healthy else slot.misses + 1
             if slot.misses >= MISSES_BEFORE_KILL:
-                self.log("worker_unhealthy", worker=slot.index, pid=proc.pid,
-                          misses=slot.misses)
+                who = {"worker": slot.index} if slot.role == "worker" else {}
+                self.log(f"{slot.role}_unhealthy", **who, pid=proc.pid, misses=slot.misses)
                 proc.kill()
 
     def purge(self) -> None:
@@ -211,7 +265,10 @@ class Supervisor:
     def run(self) -> int:
         for what in self.pids.claim():
             self.log("stale_stopped", process=what)
-        self.front.prepare()          # refuse to start on a front Kamailio rejects
+        if self.front is not None:
+            self.front.prepare()      # refuse to start on a front Kamailio rejects
+        if self.recognition is not None:
+            self.spawn(self.recognition)   # loads its models while the workers load theirs
         for slot in self.slots:
             self.spawn(slot)
         while not self.stopping:
@@ -219,6 +276,8 @@ class Supervisor:
             if now >= self.next_purge:
                 self.next_purge = now + PURGE_EVERY_S
                 self.purge()
+            if self.recognition is not None:
+                self.check(self.recognition, now)
             for slot in self.slots:
                 self.check(slot, now)
             self._open_front(now)
@@ -228,16 +287,19 @@ class Supervisor:
     def _open_front(self, now: float) -> None:
         """The front once every worker is ready (then kept alive); said once."""
         ready = sum(s.ready for s in self.slots)
-        if self.front.proc is None and not self.announced:
-            if ready < len(self.slots) and now - self.t0 < READY_WAIT_S:
-                return
-            self.front.spawn()
-        self.front.check(now, self.stopping)
+        if not self.announced and ready < len(self.slots) and now - self.t0 < READY_WAIT_S:
+            return
+        if self.front is not None:
+            if self.front.proc is None and not self.announced:
+                self.front.spawn()
+            self.front.check(now, self.stopping)
         if not self.announced:
             self.announced = True
-            capacity = len(self.slots) * self.settings.inbound_calls
+            w = self.settings.workers
+            capacity = (len(self.slots) + len(w.remote)) * self.settings.inbound_calls
             self.log("serve_ready", workers=ready, of=len(self.slots), calls=capacity,
-                      port=self.settings.sip.port, start_s=round(now - self.t0, 1))
+                      port=self.settings.sip.port if self.front else None,
+                      remote=len(w.remote), front=w.front, start_s=round(now - self.t0, 1))
 
     def shutdown(self) -> int:
         self.log("stopping", workers=sum(s.proc is not None for s in self.slots))
@@ -264,8 +326,20 @@ class Supervisor:
                 slot.proc.wait()
                 if slot.reader is not None:
                     slot.reader.join(2)
+        # The recognition service once no worker can ask it anything.
+        rec = self.recognition
+        if rec is not None and rec.proc is not None:
+            if rec.proc.poll() is None:
+                rec.proc.send_signal(signal.SIGTERM)
+                try:
+                    rec.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    rec.proc.kill()
+                    rec.proc.wait()
+            if rec.reader is not None:
+                rec.reader.join(2)
         # Last: draining calls sent their BYEs (record-routed) through the front.
-        front = self.front.stop()
+        front = self.front.stop() if self.front is not None else None
         self.pids.release()
         self.log("stopped", codes={s.index: (s.proc.returncode if s.proc else None)
                                     for s in self.slots}, front=front)

@@ -192,6 +192,11 @@ class ServeProcess:
         pids = [e["pid"] for e in list(self.events) if e["event"] == "front_started"]
         return pids[-1] if pids else None
 
+    def recognition_pid(self) -> int | None:
+        """The machine's recognition service, when the workers share one."""
+        pids = [e["pid"] for e in list(self.events) if e["event"] == "recognition_started"]
+        return pids[-1] if pids else None
+
     def stop(self, timeout: float = 40.0) -> int:
         return terminate(self.proc, self.stderr, timeout)
 

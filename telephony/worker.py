@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         rtp = args.rtp_port or settings.sip.rtp_port_start
         t0 = time.perf_counter()
         nice = compute_nice(settings.workers.media_priority)
-        engines = run_lowered(lambda: warm_up(Engines.load(settings.core),
+        engines = run_lowered(lambda: warm_up(Engines.load(settings.core, log=log),
                                               settings.sip.max_calls), by=nice)
         # A full garbage collection over the ~100k objects of the models and the knowledge
         # base holds the GIL for ~90 ms, stalling every call's clock (measured: 196 ms frame

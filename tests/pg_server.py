@@ -29,8 +29,11 @@ def free_port() -> int:
 
 
 class PgServer:
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, listen: str = "127.0.0.1",
+                 networks: tuple[str, ...] = ()):
         self.port = port or free_port()
+        self.listen = listen          # listen_addresses (other hosts: add their network's)
+        self.networks = networks      # other hosts' networks, allowed in pg_hba.conf
         self.root = Path(tempfile.mkdtemp(prefix="callbot-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -55,9 +58,11 @@ class PgServer:
                           "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8")
             if r.returncode:
                 raise PgStartError(f"initdb failed: {(r.stderr or r.stdout).strip()[-800:]}")
+            with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.writelines(f"host all all {net} trust\n" for net in self.networks)
         r = self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
                       "-t", "30", "-o",
-                      f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                      f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} "
                       f"-c fsync=off -c max_connections=60", "start")
         if r.returncode:
             tail = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
@@ -70,13 +75,13 @@ class PgServer:
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+    def url(self, dbname: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql://postgres@{host}:{self.port}/{dbname}"
 
-    def new_database(self) -> str:
+    def new_database(self, host: str = "127.0.0.1") -> str:
         import psycopg
 
         name = f"callbot_test_{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
+        return self.url(name, host)
