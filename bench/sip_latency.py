@@ -257,6 +257,7 @@ def run_level(serve: ServeProcess, uri: str, n: int, clips: list[tuple[Path, int
     late = sum(e["rx"].get("gaps_over_30ms", 0) for e in hangups)
     wk = {k: v for k, v in cpu.items() if k.startswith("worker")}
     decode, server = _server_side(folder / "data" / "transcripts.sqlite3", wall0)
+    service = _service_stats(folder / "data" / "sip" / "recognition.sock")
     return {"calls": n, "measured": len(lat), "failed": failed,
             "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "p99_ms": _pct(lat, 99),
             "max_ms": max(lat) if lat else None, "held": held,
@@ -271,7 +272,7 @@ def run_level(serve: ServeProcess, uri: str, n: int, clips: list[tuple[Path, int
             "cpu_callers_pct": round(callers_cpu, 1),
             "rss_worker_mb": {k: v for k, v in peak.items() if k.startswith("worker")},
             "rss_total_mb": sum(peak.values()),
-            "wall_s": round(wall, 1)}
+            "service": service, "wall_s": round(wall, 1)}
 
 
 def _server_side(db: Path, since: float) -> tuple[list[float], list[float]]:
@@ -288,6 +289,24 @@ def _server_side(db: Path, since: float) -> tuple[list[float], list[float]]:
     except sqlite3.Error:
         return [], []
     return [r[0] for r in rows if r[0] is not None], [r[1] for r in rows]
+
+
+def _service_stats(path: Path) -> dict:
+    """The recognition service's queue and decode times for the level (shared mode)."""
+    import socket
+
+    from callbot.recognition.wire import receive, send
+
+    if not path.exists():
+        return {}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            send(sock, {"op": "stats", "id": 1})
+            return receive(sock)[0]
+    except OSError:
+        return {}
 
 
 def _pct(xs: list[float], q: int) -> float | None:

@@ -67,6 +67,7 @@ class AsrConfig:
     whisper_window_s: float = field(metadata=POSITIVE)
     whisper_batch: int = field(metadata=rule(ge=1, le=32))
     early_decode_s: float = field(metadata=rule(ge=0, why=" (0: off)"))
+    decoders: int = field(metadata=rule(ge=0, le=64, why=" (0: automatic)"))
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,18 @@ def compute_nice(media_priority: str) -> int:
     return 0 if media_priority == "realtime" and can_realtime() else COMPUTE_NICE
 
 
+RECOGNITION_NICE = -5
+
+
+def recognition_nice(media_priority: str) -> int:
+    """The machine's recognition service: what every waiting caller waits for, so above
+    everything else on the machine but the media clocks (which run real-time, above it).
+    Measured at 32 calls with the test callers on the same 2 cores, recognition at nice 0
+    got 28 % of one core and short answers waited p50 2.9 s. Without a real-time clock
+    (no CAP_SYS_NICE) it steps back like every compute thread."""
+    return RECOGNITION_NICE if compute_nice(media_priority) == 0 else COMPUTE_NICE
+
+
 class OnFirstCall:
     """Runs ``fn`` once, on whichever thread calls first (here: the media clock thread,
     which pjmedia creates and which Python only sees through the frame callbacks)."""

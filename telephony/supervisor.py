@@ -47,7 +47,7 @@ from callbot.errors import CallbotError
 from . import lifecycle, probe
 from .front import Front
 from .jsonlog import JsonLog
-from .priority import compute_nice
+from .priority import recognition_nice
 from .settings import TelephonySettings, load_settings
 
 MAX_BACKOFF_S = 30.0
@@ -185,11 +185,14 @@ class Supervisor:
 
     def spawn(self, slot: Slot) -> None:
         if slot.role == "recognition":
-            nice = compute_nice(self.settings.workers.media_priority)
+            nice = recognition_nice(self.settings.workers.media_priority)
 
             def start() -> None:
                 lifecycle.die_with_parent()()
-                os.nice(nice)      # decodes never delay a worker's media clock
+                try:
+                    os.nice(nice)
+                except OSError:     # no CAP_SYS_NICE: normal priority
+                    pass
 
             slot.proc = subprocess.Popen(self.command(slot), stdout=subprocess.PIPE,
                                          text=True, env=self.recognition_env(),

@@ -128,13 +128,13 @@ def test_early_decoding_and_cancellation_through_the_service(tmp_path, config, w
     """Settled parts decode in the service while the caller goes on; a part still queued
     at the end of the turn is cancelled there (asked, not assumed) and decoded with the
     tail; the service's queue is empty afterwards."""
-    assert whisper.early_decode_s == config.asr.early_decode_s > 0
     service = Service(config, tmp_path / "r.sock", whisper)
+    whisper.early_decode_s = 1.5          # (off by default: see asr.early_decode_s)
     try:
         client = ServiceClient(tmp_path / "r.sock", 20.0)
         client.connect(wait_s=5)
         engine = RemoteWhisperEngine(client, lambda: pytest.fail("no fallback expected"))
-        assert engine.early_decode_s == config.asr.early_decode_s
+        assert engine.early_decode_s == 1.5
         first, second, pause = pcm("conf-onlyperson"), pcm("vm-goodbye"), bytes(6400)
         expected = normalize(PROMPTS["conf-onlyperson"] + " " + PROMPTS["vm-goodbye"])
         for busy in (False, True):
@@ -161,6 +161,7 @@ def test_early_decoding_and_cancellation_through_the_service(tmp_path, config, w
                 time.sleep(0.05)
             assert whisper.busy == 0
     finally:
+        whisper.early_decode_s = config.asr.early_decode_s
         service.stop()
 
 

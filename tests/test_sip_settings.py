@@ -140,3 +140,37 @@ def test_core_and_telephony_sections_follow_the_same_rules(tmp_path):
                        ({"CALLBOT_CONSOLE_USERS": "x"}, "CALLBOT_CONSOLE_USERS names no key")]:
         with pytest.raises(ConfigError, match=words):
             load_settings(env=env)
+
+
+def test_several_hosts_settings_are_checked(tmp_path):
+    """A front host lists other hosts' workers; a worker host has no front. What cannot
+    work is refused at start, naming the keys."""
+    from telephony.front import plan_for
+
+    def settings(text: str):
+        path = tmp_path / "c.toml"
+        path.write_text(text)
+        return load_settings(str(path), env={})
+
+    secret = 'front_secret = "same-secret-on-every-host"'
+    front = settings(f'[sip]\nbind = "10.0.0.10"\n[workers]\ncount = 0\n{secret}\n'
+                     f'remote = ["10.0.0.11:5070", "10.0.0.12:5071"]\n')
+    plan = plan_for(front, "s")
+    assert plan.workers == ("sip:10.0.0.11:5070", "sip:10.0.0.12:5071")
+    assert plan.setups_per_s == 2 * front.sip.max_setups_per_s
+    host = settings(f'[sip]\nbind = "10.0.0.11"\n[workers]\ncount = 1\nfront = "none"\n'
+                    f'bind = "10.0.0.11"\n{secret}\n')
+    assert host.workers.front == "none" and host.workers.remote == ()
+    refused = {
+        "count = 0\n": "workers.count = 0 runs a front only",
+        'count = 1\nfront = "none"\nbind = "10.0.0.11"\n': "same workers.front_secret",
+        f'count = 1\nfront = "none"\n{secret}\n': "on the same address",
+        f'count = 0\nremote = ["10.0.0.11:5070"]\n{secret}\n': "needs sip.bind",
+        'remote = ["nowhere:5070"]\n': "is not ADDRESS:PORT",
+    }
+    for workers, message in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            settings(f"[workers]\n{workers}")
+    with pytest.raises(ConfigError, match="twice"):
+        settings(f'[sip]\nbind = "10.0.0.10"\n[workers]\n{secret}\n'
+                 f'remote = ["10.0.0.11:5070", "10.0.0.11:5070"]\n')

@@ -61,9 +61,10 @@ def load_asr(config: Config, engine: str | None = None, recordings: bool = False
     from .whisper import WhisperEngine
 
     beam = config.asr.recordings_beam_size if recordings else config.asr.beam_size
+    threads = config.asr.threads or (os.cpu_count() or 1)
     return WhisperEngine(path, language=config.asr.language, beam_size=beam,
-                         prompt=config.asr.prompt,
-                         threads=config.asr.threads or (os.cpu_count() or 1),
+                         prompt=config.asr.prompt, threads=threads,
+                         decoders=config.asr.decoders or threads,
                          window_s=config.asr.whisper_window_s,
                          batch=1 if recordings else config.asr.whisper_batch,
                          early_decode_s=0.0 if recordings else config.asr.early_decode_s)

@@ -236,6 +236,8 @@ class RecognitionServer:
             cancelled = fut.cancel() if fut is not None else False
             if rid is not None:
                 conn.reply({"id": rid, "cancelled": cancelled})
+        elif op == "stats":
+            conn.reply({"id": rid, **self.stats()})
         elif op == "ping":
             since = getattr(self.asr, "decoding_since", None)
             conn.reply({"id": rid, "busy": self.busy,
@@ -249,6 +251,25 @@ class RecognitionServer:
                         "early_decode_s": getattr(self.asr, "early_decode_s", 0.0)})
         else:
             conn.error(rid, f"unknown operation {op!r}")
+
+    def stats(self) -> dict[str, Any]:
+        """Queue wait and decode time (p50/p95 ms, waiting callers and background apart)
+        of the decodes since the last call (benchmarks read it after each level)."""
+        timings = getattr(self.asr, "timings", None)
+        if timings is None:
+            return {}
+        rows = list(timings)
+        timings.clear()
+        out: dict[str, Any] = {"decodes": len(rows)}
+        for name, bg in (("waiting", False), ("background", True)):
+            sel = [r for r in rows if r[0] == bg]
+            out[name] = {"n": len(sel)}
+            for i, what in ((1, "queue"), (2, "decode")):
+                vals = [r[i] for r in sel]
+                if vals:
+                    out[name][f"{what}_p50_ms"] = round(float(np.percentile(vals, 50)))
+                    out[name][f"{what}_p95_ms"] = round(float(np.percentile(vals, 95)))
+        return out
 
     @property
     def busy(self) -> int:
