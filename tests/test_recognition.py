@@ -316,8 +316,8 @@ def test_vosk_streams_through_the_service_and_survives_its_loss(tmp_path, stand_
 
 def test_serve_starts_one_service_and_calls_go_on_when_it_dies(tmp_path, config):
     """`callbot serve` with the default shared recognition: one service process, the
-    workers hold no Whisper; a SIGKILLed service is restarted, and a call during the
-    outage is still understood (the worker's own copy)."""
+    workers hold no Whisper; a SIGKILLed service is restarted, and a call placed right
+    after the kill is still understood (by the worker's own copy, or the service back)."""
     from telephony.testing import ROOT, child_env, first, run_caller, serve_config, serve_port
 
     cfg = serve_config(tmp_path, workers=2)
@@ -359,7 +359,11 @@ def test_serve_starts_one_service_and_calls_go_on_when_it_dies(tmp_path, config)
         n = len([e for e in events if e["event"] == "turn"])
         first(call(), "hangup")
         turns = wait_for(lambda e: e["event"] == "turn")[n:]
-        assert any(normalize(e.get("caller") or "") == "au revoir" for e in turns), turns
+        # heard by the worker's own copy (one thread: not the service's numerics) or by the
+        # service already restarted, whichever came first (the fallback itself is tested
+        # deterministically above)
+        assert any("revoir" in normalize(e.get("caller") or "") for e in turns), turns
+        wait_for(lambda e: e["event"] in ("recognition_degraded", "recognition_reconnected"))
         again = wait_for(lambda e: e["event"] == "recognition_started"
                          and e["pid"] != started[0]["pid"])[0]
         assert again["restarts"] == 1
