@@ -32,8 +32,8 @@ and make each other late: hence one service per machine.
 
 Speculation. When the caller pauses, the turn taker asks for a hypothesis before the
 utterance is over (:meth:`WhisperRecognizer.speculate`): the decode runs in the background
-(after every caller already waiting) while the silence is still being timed, so that when the turn ends the
-transcript is usually ready. If the caller speaks again the speculative result is dropped.
+(after every caller already waiting) while the silence is still being timed, so that when
+the turn ends the transcript is usually ready. If the caller speaks again the speculative result is dropped.
 """
 
 from __future__ import annotations
