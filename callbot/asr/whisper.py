@@ -33,7 +33,8 @@ and make each other late: hence one service per machine.
 Speculation. When the caller pauses, the turn taker asks for a hypothesis before the
 utterance is over (:meth:`WhisperRecognizer.speculate`): the decode runs in the background
 (after every caller already waiting) while the silence is still being timed, so that when
-the turn ends the transcript is usually ready. If the caller speaks again the speculative result is dropped.
+the turn ends the transcript is usually ready. If the caller speaks again the speculative
+result is dropped (or kept as a settled part, see :class:`WhisperRecognizer`).
 """
 
 from __future__ import annotations
