@@ -110,6 +110,7 @@ class DialogueConfig:
     not_understood_limit: int = field(metadata=POSITIVE)
     no_input_limit: int = field(metadata=POSITIVE)
     siren_attempts: int = field(metadata=POSITIVE)
+    number_attempts: int = field(metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

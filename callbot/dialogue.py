@@ -11,6 +11,10 @@ States::
                         ╰─personal case (transfer intent)→ SIREN ─valid/given up→ ENDED
     any ─advisor asked, DTMF 0, 2nd misunderstanding→ ENDED (transfer)
     any ─goodbye, "no" after ANOTHER, 2nd silence→ ENDED (hang up)
+    ENDED (transfer) ─the carrier says it failed→ CALLBACK_OFFER ("shall an advisor call you
+        back?") ─yes, caller id known→ ENDED (callback requested, hang up)
+                  ─yes, number withheld→ CALLBACK_NUMBER (typed) ─ten digits→ ENDED (same)
+                  ─no→ ENDED (hang up with the opening hours)
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from enum import Enum
 from typing import Protocol
 
 from .config import DialogueConfig
-from .events import HangUp, Say, Transfer, TransferContext, Turn
+from .events import CallbackRequested, HangUp, Say, Transfer, TransferContext, Turn
 from .intents import CONFIDENT, CONFIRM, REJECT, Context, Understanding
 from .kb import OUT_OF_SCOPE, KnowledgeBase
+from .phone import french_number, spoken_pairs
 from .siren import siren_from_digits, spoken_digits
 from .replies import (NO, YES, announces_question, closes, declines_siren, split_reply,
                       yes_no)
@@ -36,6 +41,8 @@ class State(str, Enum):
     ANOTHER = "another_question"
     CONFIRM = "confirm"
     SIREN = "siren_capture"
+    CALLBACK_OFFER = "callback_offer"
+    CALLBACK_NUMBER = "callback_number"
     ENDED = "ended"
 
 
@@ -56,6 +63,11 @@ class DialogueSnapshot:
     topic_request: str | None
     last_said: tuple[Say, ...]
     ending: Transfer | HangUp | None
+    failed_transfer: Transfer | None
+    transfer_failure: str
+    caller_number: str | None
+    number_failures: int
+    number_digits: str
 
 
 def _frozen(value):
@@ -94,6 +106,13 @@ class Dialogue:
         self.topic_request: str | None = None      # what the caller said to reach it
         self.last_said: list[Say] = []   # what "repeat" replays
         self.ending: Transfer | HangUp | None = None
+        # After a failed transfer: the transfer, why it failed, the number to call back
+        # (from the call, None when withheld), the keypad entries refused so far.
+        self.failed_transfer: Transfer | None = None
+        self.transfer_failure = ""
+        self.caller_number: str | None = None
+        self.number_failures = 0
+        self.number_digits = ""          # digits typed (or said) so far for that number
 
     # --- sentences ---------------------------------------------------------------------
     def prompt(self, name: str, **fields: str) -> Say:
@@ -158,6 +177,10 @@ class Dialogue:
         self.last_utterance = text
         if self.state is State.SIREN:
             self._hear_siren(turn, text)
+        elif self.state is State.CALLBACK_OFFER:
+            self._hear_offer(turn, text)
+        elif self.state is State.CALLBACK_NUMBER:
+            self._hear_number(turn, text)
         else:
             u = self._understand(text)
             turn.intent, turn.confidence = u.intent, u.confidence
@@ -180,8 +203,10 @@ class Dialogue:
         """Would ``text``, heard now, get a definite reply (not "please rephrase", not "did
         you mean...")? The turn taker ends the caller's turn early when it would. Never while
         a SIREN is dictated: callers pause between digit groups. No state is changed."""
-        if self.state in (State.ENDED, State.SIREN, State.START):
+        if self.state in (State.ENDED, State.SIREN, State.START, State.CALLBACK_NUMBER):
             return False
+        if self.state is State.CALLBACK_OFFER:
+            return yes_no(text) is not None
         return self._understand(text).decision == CONFIDENT
 
     def silence(self) -> Turn:
@@ -191,6 +216,8 @@ class Dialogue:
             return turn
         if self.state is State.SIREN:
             self._siren_failed(turn)
+        elif self.state is State.CALLBACK_NUMBER:
+            self._number_failed(turn)
         else:
             self.no_input += 1
             if self.no_input >= self.config.no_input_limit:
@@ -198,13 +225,16 @@ class Dialogue:
                 self._end(turn, HangUp("no_input"))
             elif self.state is State.CONFIRM and self.pending:
                 self._speak(turn, self.confirm(self.pending))
+            elif self.state is State.CALLBACK_OFFER:
+                self._speak(turn, self.prompt("callback_offer_again"))
             else:
                 self._speak(turn, self.prompt("no_input"))
         turn.state = self.state.value
         return turn
 
     def key(self, digit: str) -> Turn:
-        """A DTMF key. 0 asks for an advisor, except while the SIREN is being typed."""
+        """A DTMF key. 0 asks for an advisor, except while the SIREN or a callback number is
+        typed; after a failed transfer, 1 accepts the callback and 2 declines it."""
         turn = Turn(caller=None, dtmf=digit)
         if self.state is State.ENDED:
             return turn
@@ -216,10 +246,42 @@ class Dialogue:
                 self._check_siren(turn, self.siren_digits)
             elif digit.isdigit():
                 self._add_siren_digits(turn, digit)
+        elif self.state is State.CALLBACK_OFFER:
+            if digit == "1":
+                self._accept_callback(turn)
+            elif digit == "2":
+                self._decline_callback(turn)
+            else:
+                self._speak(turn, self.prompt("callback_offer_again"))
+        elif self.state is State.CALLBACK_NUMBER:
+            if digit == "*":
+                self.number_digits = ""
+            elif digit == "#":
+                self._check_number(turn, self.number_digits)
+            elif digit.isdigit():
+                self._add_number_digits(turn, digit)
         elif digit == "0":
             self.intents.append(self.ids.advisor)
             self._speak(turn, self.answer(self.ids.advisor))
             self._transfer(turn, "caller_request", self.ids.advisor)
+        turn.state = self.state.value
+        return turn
+
+    def transfer_failed(self, why: str, caller_number: str | None) -> Turn:
+        """The carrier could not put the caller through (the advisors' queue refused, did
+        not answer, or could not be reached): offer a callback instead of ending the call.
+        ``caller_number`` is the caller id of the call (None or not a French number: the
+        caller types one). Only a call that ended in a transfer can fail that way."""
+        turn = Turn(caller=None, decision="transfer_failed")
+        if self.state is not State.ENDED or not isinstance(self.ending, Transfer):
+            return turn
+        self.failed_transfer, self.ending = self.ending, None
+        self.transfer_failure = why
+        self.caller_number = french_number(caller_number or "")
+        self.no_input = self.not_understood = self.number_failures = 0
+        self.number_digits = ""
+        self._speak(turn, self.prompt("callback_offer"))
+        self.state = State.CALLBACK_OFFER
         turn.state = self.state.value
         return turn
 
@@ -410,3 +472,93 @@ class Dialogue:
             self._transfer(turn, "personal_case", self.pending)
         else:
             self._speak(turn, self.prompt("siren_invalid"))
+
+    # --- callback after a failed transfer -------------------------------------------------
+    def _hear_offer(self, turn: Turn, text: str) -> None:
+        """ "Voulez-vous qu'un conseiller vous rappelle ?": a yes or a no, read as the
+        confirmations are (rules first, then the classifier's yes/no intents)."""
+        ids = self.ids
+        reply = split_reply(text)
+        answer = yes_no(text) or (reply.head if not reply.correction else None)
+        if answer is None:
+            u = self.classifier.classify(text)
+            turn.intent, turn.confidence = u.intent, u.confidence
+            turn.alternatives, turn.decision = u.alternatives, u.decision
+            if u.decision != REJECT and u.intent == ids.yes:
+                answer = YES
+            elif u.decision != REJECT and u.intent in (ids.no, ids.goodbye):
+                answer = NO
+        else:
+            u = control(text, ids.yes if answer == YES else ids.no)
+            turn.intent, turn.confidence = u.intent, u.confidence
+            turn.alternatives, turn.decision = u.alternatives, u.decision
+        if answer == YES:
+            self._accept_callback(turn)
+        elif answer == NO:
+            self._decline_callback(turn)
+        else:
+            self.not_understood += 1
+            if self.not_understood >= self.config.not_understood_limit:
+                self._decline_callback(turn)
+            else:
+                self._speak(turn, self.prompt("callback_offer_again"))
+
+    def _accept_callback(self, turn: Turn) -> None:
+        if self.caller_number:
+            self._request_callback(turn, self.caller_number, "caller_id")
+        else:
+            self._speak(turn, self.prompt("callback_number_ask"))
+            self.number_digits = ""
+            self.state = State.CALLBACK_NUMBER
+
+    def _decline_callback(self, turn: Turn) -> None:
+        self._speak(turn, self.prompt("callback_declined"))
+        self._end(turn, HangUp("callback_declined"))
+
+    def _request_callback(self, turn: Turn, number: str, source: str) -> None:
+        """Say on which number the advisor will call, record the request, hang up."""
+        context = self.failed_transfer.context if self.failed_transfer else None
+        digits = [Say(pair, "number") for pair in spoken_pairs(number)]
+        self._speak(turn, self.prompt("callback_confirm"), *digits,
+                    self.prompt("callback_confirm_end"))
+        turn.events.append(CallbackRequested(
+            number=number, source=source, reason=self.transfer_failure,
+            intent=context.intent if context else None,
+            siren=context.siren if context else None,
+            summary=context.summary if context else ""))
+        self._end(turn, HangUp("callback_requested"))
+
+    def _hear_number(self, turn: Turn, text: str) -> None:
+        """The number was asked for on the keypad, but digits said aloud count too; a
+        refusal ends the call without a callback."""
+        digits = spoken_digits(text)
+        if digits:
+            turn.intent, turn.confidence, turn.decision = "phone_number", None, "capture"
+            self._add_number_digits(turn, digits)
+        elif yes_no(text) == NO or declines_siren(text):
+            turn.intent, turn.decision = self.ids.no, CONFIDENT
+            self._decline_callback(turn)
+        else:
+            self._number_failed(turn)
+
+    def _add_number_digits(self, turn: Turn, digits: str) -> None:
+        self.number_digits += digits
+        if len(self.number_digits) >= 10:
+            self._check_number(turn, self.number_digits)
+
+    def _check_number(self, turn: Turn, digits: str) -> None:
+        number = french_number(digits)
+        self.number_digits = ""
+        if number:
+            self._request_callback(turn, number, "keypad")
+        else:
+            self._number_failed(turn)
+
+    def _number_failed(self, turn: Turn) -> None:
+        self.number_failures += 1
+        self.number_digits = ""
+        if self.number_failures >= self.config.number_attempts:
+            self._speak(turn, self.prompt("callback_number_skip"))
+            self._end(turn, HangUp("callback_no_number"))
+        else:
+            self._speak(turn, self.prompt("callback_number_invalid"))

@@ -2,12 +2,13 @@
 
 Two kinds of records live here, both plain data:
 
-* The dialogue's **decisions** — :class:`Say`, :class:`Transfer`, :class:`HangUp` — gathered
-  in a :class:`Turn` (one exchange: what the caller did, what the bot decided).
+* The dialogue's **decisions** — :class:`Say`, :class:`Transfer`, :class:`HangUp`,
+  :class:`CallbackRequested` — gathered in a :class:`Turn` (one exchange: what the caller
+  did, what the bot decided).
 * The **call events** a :class:`~callbot.session.CallSession` emits, in call order, to every
   :class:`CallObserver`: speech started, partial, final, turn decided (with its latency),
   barge-in, a turn taken back, a holding prompt for a slow answer, the bot done speaking, the call's audio, the ending handed
-  over, a failure. The transcript recorder, the simulator, the SIP runner (its log and its
+  over, a callback requested after a failed transfer, a failure. The transcript recorder, the simulator, the SIP runner (its log and its
   messages to the SIP main loop) are observers; a metrics exporter is one more. Whoever
   drives a session pushes frames and pulls audio; what happened comes back as events.
 
@@ -52,13 +53,34 @@ class Transfer:
 
 @dataclass(frozen=True)
 class HangUp:
-    reason: str              # caller_goodbye | no_input
+    reason: str              # caller_goodbye | no_input | callback_requested | callback_declined
+                             # | callback_no_number
 
     def to_json(self) -> dict:
         return {"type": "hangup", "reason": self.reason}
 
 
-Decision = Say | Transfer | HangUp
+@dataclass(frozen=True)
+class CallbackRequested:
+    """The transfer failed (queue closed or unreachable) and the caller asked to be called
+    back on ``number``. The dialogue decides it (``at_ms`` 0); the session emits it to its
+    observers with the call clock, and the transcript recorder stores it for the advisors'
+    callback list."""
+
+    number: str              # ten French digits, "0612345678"
+    source: str              # "caller_id" (from the call) | "keypad" (typed by the caller)
+    reason: str              # why the transfer failed, as the carrier said ("486 Busy Here")
+    intent: str | None       # what the caller wanted an advisor for
+    siren: str | None        # checked SIREN, if the caller gave one
+    summary: str = ""        # the advisor's one line, as a transfer would have carried it
+    at_ms: int = 0
+
+    def to_json(self) -> dict:
+        return {"type": "callback", "number": self.number, "source": self.source,
+                "reason": self.reason, "intent": self.intent, "siren": self.siren}
+
+
+Decision = Say | Transfer | HangUp | CallbackRequested
 Ending = Transfer | HangUp
 
 
@@ -212,7 +234,7 @@ class Failed:
 
 
 CallEvent = (SpeechStarted | Partial | Final | TurnDecided | BargeIn | TakenBack | HeldOn
-             | PlaybackDrained | CallAudio | Ended | Failed)
+             | PlaybackDrained | CallAudio | Ended | Failed | CallbackRequested)
 
 
 class CallObserver(Protocol):

@@ -28,6 +28,8 @@ REQUIRED_PROMPTS = (
     "not_understood_transfer", "no_input", "no_input_goodbye", "listening",
     "siren_ask", "siren_invalid", "siren_ok", "siren_skip", "transfer_now",
     "goodbye_after_thanks", "implicit_confirm",
+    "callback_offer", "callback_offer_again", "callback_number_ask", "callback_number_invalid",
+    "callback_confirm", "callback_confirm_end", "callback_declined", "callback_number_skip",
 )
 TOPIC_PROMPTS = ("confirm", "implicit_confirm")   # said with an intent's topic
 _URL = re.compile(r"\b[\w-]+\.(fr|com|org|net|gouv|io|eu)\b|https?://|www\.", re.I)
