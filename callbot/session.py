@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 from .asr.base import AsrEngine
@@ -25,8 +25,9 @@ from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
 from .errors import CallbotError
 from .dialogue import Dialogue, State
-from .events import (BargeIn, CallAudio, CallEvent, CallObserver, Ended, Ending, Failed, Final,
-                     HeldOn, PlaybackDrained, Say, SpeechStarted, Turn, TurnDecided)
+from .events import (BargeIn, CallAudio, CallbackRequested, CallEvent, CallObserver, Ended,
+                     Ending, Failed, Final, HeldOn, PlaybackDrained, Say, SpeechStarted, Turn,
+                     TurnDecided)
 from .holding import process_alarm
 from .intents import IntentClassifier, load_classifier
 from .kb import KnowledgeBase, load_kb
@@ -231,6 +232,7 @@ class CallSession:
     def dtmf(self, digit: str) -> Turn:
         with self._lock:
             self._barge_in()
+            self.quiet_ms = 0        # a key is the caller's input: a typed number is not silence
             turn = self._decided(self.dialogue.key(digit))
             self._maybe_end()
             return turn
@@ -243,6 +245,20 @@ class CallSession:
             pcm = self.engines.tts.get(text)
             self.playback.extend(pcm)
             return bool(pcm)
+
+    def transfer_failed(self, why: str, caller_number: str | None) -> Turn:
+        """The carrier could not hand the caller over (``why``: its reason, e.g. "486 Busy
+        Here", "timeout"): the call goes on with the dialogue's callback offer, and ends
+        again (Ended) once the caller has answered it. ``caller_number``: the caller id,
+        None if withheld."""
+        with self._lock:
+            turn = self.dialogue.transfer_failed(why, caller_number)
+            if turn.events:
+                self.ending = None
+                self.ended.clear()
+                self.quiet_ms = 0
+                self._decided(turn)
+            return turn
 
     def fail(self, error: str, where: str) -> None:
         """Whoever drives the call saw it break: tell the observers (the call is ended by
@@ -320,14 +336,16 @@ class CallSession:
         self._emit(TurnDecided(turn, self.clock_ms, latency,
                                final.decode_ms if final is not None else None,
                                final.speech_ms if final is not None else None, quick))
+        self._tell_callbacks(turn)
         if self.turn_taker is not None:
             self.turn_taker.answered(turn, quick)
         return turn
 
     def _decided(self, turn: Turn) -> Turn:
-        """A turn no caller words started (greeting, silence, key)."""
+        """A turn no caller words started (greeting, silence, key, failed transfer)."""
         self._play(turn)
         self._emit(TurnDecided(turn, self.clock_ms))
+        self._tell_callbacks(turn)
         if self.turn_taker is not None:
             self.turn_taker.answered(turn, quick=False)
         return turn
@@ -393,6 +411,12 @@ class CallSession:
             self.ending = turn.ending
         self.turns.append(turn)
         return turn
+
+    def _tell_callbacks(self, turn: Turn) -> None:
+        """A callback the dialogue decided, to the observers with the call clock."""
+        for event in turn.events:
+            if isinstance(event, CallbackRequested):
+                self._emit(replace(event, at_ms=self.clock_ms))
 
     def _maybe_end(self) -> None:
         """Hand the transfer or hang-up over once its announcement has been played."""

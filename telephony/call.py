@@ -5,8 +5,9 @@ so it may call pjsua freely; the session itself lives on the call's runner threa
 two talk through queues only (:class:`CallRunner` commands one way, :class:`Action` the
 other). The ending follows the session: a HangUp hangs up once the last words are played;
 a Transfer sends a blind REFER and follows its NOTIFYs, hanging up the bot's leg on success
-(the transferee does not); a refused or silent REFER falls back to the configured text, or
-to bridging the caller to the queue from here.
+(the transferee does not); a refused or silent REFER (or bridge, when bridging the caller
+to the queue from here is configured) ends in the dialogue's callback offer
+(``transfer.callback``), or in the configured fallback text.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from callbot.events import HangUp, Transfer
 
 from .media import CallPort, stream_stats
 from .runner import Action, CallRunner
-from .transcript import new_recorder
+from .transcript import caller_number, new_recorder
 from .transfer import context_headers, refer_target
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ REASONS = {403: "Forbidden", 486: "Busy Here"}
 
 class Phase(str, Enum):
     """Where a call is. new → answered → talking → hangup | transferring → (transferred |
-    fallback | bridging → bridged) → hangup_sent → gone; refused INVITEs go straight to
-    gone."""
+    fallback | talking again for the callback offer | bridging → bridged) → hangup_sent →
+    gone; refused INVITEs go straight to gone."""
 
     NEW = "new"
     ANSWERED = "answered"
@@ -135,6 +136,7 @@ class BotCall(pj.Call):
         self.flood_logged = False
         self.recorder = None            # callbot.transcripts.CallRecorder once talking
         self.error = ""                 # why the call broke, for its transcript
+        self.caller_id: str | None = None   # the From user part, offered for a callback
 
     # --- SIP callbacks (main thread) ----------------------------------------------------------
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
@@ -263,17 +265,24 @@ class BotCall(pj.Call):
             return
         self.deadline = None
         ts = self.context.settings.transfer
+        bridge = ts.on_failure == "bridge" and self.transfer is not None and self.bridge is None
         self.context.log("transfer_failed", call=self.sip_call_id, why=why,
-                        next=ts.on_failure)
+                        next="bridge" if bridge else "callback" if ts.callback else "fallback")
         self.record_transfer(f"failed: {why}")
-        if ts.on_failure == "bridge" and self.transfer is not None and self.bridge is None:
-            if self.start_bridge():
-                return
-        self.fallback()
+        if bridge and self.start_bridge():
+            return
+        self.fallback(why)
 
-    def fallback(self) -> None:
-        self.phase = Phase.FALLBACK
+    def fallback(self, why: str) -> None:
+        """No advisor can take the caller: offer a callback (the session talks again), or
+        say the fallback text and hang up."""
         self.deadline = None
+        if self.context.settings.transfer.callback and self.runner is not None:
+            self.phase = Phase.TALKING
+            self.context.log("callback_offered", call=self.sip_call_id, why=why)
+            self.runner.transfer_failed(why, self.caller_id)
+            return
+        self.phase = Phase.FALLBACK
         if self.runner is None:
             self.hangup_now()
             return
@@ -316,7 +325,7 @@ class BotCall(pj.Call):
         if answered:
             self.hangup_now()     # the advisor hung up: the caller's call is over
         else:
-            self.fallback()
+            self.fallback("bridge not answered")
 
     def tick(self, now: float) -> None:
         """The call's clock, on the main loop whatever its media: a call that never gets
@@ -436,6 +445,7 @@ class BotCall(pj.Call):
             from_uri = self.getInfo().remoteUri
         except pj.Error:
             from_uri = ""
+        self.caller_id = caller_number(from_uri)
         self.recorder = new_recorder(w.store, self.sip_call_id, from_uri, w.worker_port)
         self.runner = CallRunner(self.key, w.engines, self.sip_call_id, self.inbox, w.post,
                                  w.log, self.recorder)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from callbot.audio import FRAME_MS
 from callbot.events import (BargeIn, CallEvent, CallObserver, Ended, Failed, HeldOn,
-                            PlaybackDrained, TakenBack, TurnDecided)
+                            CallbackRequested, PlaybackDrained, TakenBack, TurnDecided)
 from callbot.session import CallSession, Engines
 
 from .jsonlog import JsonLog
@@ -73,6 +73,9 @@ class LogObserver:
             self.log("ending", call=self.call_id, **event.ending.to_json())
         elif isinstance(event, Failed):
             self.log("error", call=self.call_id, where=event.where, error=event.error)
+        elif isinstance(event, CallbackRequested):
+            self.log("callback_requested", call=self.call_id, source=event.source,
+                     reason=event.reason, intent=event.intent)
 
 
 class CallRunner:
@@ -128,6 +131,11 @@ class CallRunner:
                 self._after.append(fn)
                 return
         fn()
+
+    def transfer_failed(self, why: str, caller_number: str | None) -> None:
+        """The transfer failed: the session offers the caller a callback (it posts "ended"
+        again once the caller has answered)."""
+        self.commands.put(("transfer_failed", (why, caller_number)))
 
     def say_then_report(self, text: str) -> None:
         """Queue ``text`` (from the speech cache) after whatever plays; post "said" when done."""
@@ -203,6 +211,8 @@ class CallRunner:
                 return
             if kind == "dtmf":
                 self.session.dtmf(arg)
+            elif kind == "transfer_failed":
+                self.session.transfer_failed(*arg)
             elif kind == "say":
                 if self.session.announce(arg):
                     self.saying = True          # "said" is posted once it has been played

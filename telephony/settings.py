@@ -299,6 +299,7 @@ class TransferSettings:
     on_failure: str = field(metadata=rule(choices=FAILURE_MODES))
     bridge_timeout_s: float = field(metadata=POSITIVE)
     bridge_max_s: float = field(metadata=rule(ge=0, why=" (0: no limit)"))
+    callback: bool
     fallback_text: str = field(metadata=rule(parse=_sentence))
     hold_text: str = field(metadata=rule(parse=_sentence))
 

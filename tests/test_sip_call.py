@@ -50,6 +50,7 @@ rtp_port_range = 40
 [transfer]
 queue_uri = "sip:conseillers@127.0.0.1:{queue_port}"
 refer_timeout_s = 8.0
+callback = false          # the failed transfers here end in the spoken fallback text
 
 [workers]
 drain_timeout_s = 5.0
