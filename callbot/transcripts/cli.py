@@ -1,4 +1,4 @@
-"""`callbot transcripts list|show|export|purge`: the store from a terminal.
+"""`callbot transcripts list|show|export|callbacks|purge`: the store from a terminal.
 
 Registered through the "callbot.commands" entry point, like every layer's commands.
 """
@@ -129,6 +129,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_callbacks(args) -> int:
+    """The callback requests, oldest first: a table, or JSON lines with every column."""
+    import json
+
+    from .export import iso
+
+    store = _store(args)
+    rows = store.list_callbacks("open" if args.open else None, limit=args.limit)
+    if args.json:
+        for r in rows:
+            print(json.dumps({**r, "at": iso(r["at"]), "done_at": iso(r["done_at"])},
+                             ensure_ascii=False))
+        return 0
+    print(f"{'requested':19}  {'number':10}  {'status':6}  {'reason':22}  {'intent':24}  "
+          f"{'siren':9}  call")
+    for r in rows:
+        print(f"{_when(r['at'])}  {r['number']:10}  {r['status']:6}  {r['reason'][:22]:22}  "
+              f"{(r['intent'] or '-')[:24]:24}  {r['siren'] or '-':9}  {r['call_id']}")
+    counts = store.callback_counts()
+    print(f"{len(rows)} shown; {counts['open']} open, {counts['done']} done in all")
+    return 0
+
+
 def cmd_purge(args) -> int:
     from ..config import load_config
     from .retention import purge
@@ -143,7 +166,8 @@ def cmd_purge(args) -> int:
 
 def register(sub) -> None:
     """Add `transcripts` to the `callbot` command line."""
-    tr = sub.add_parser("transcripts", help="recorded calls: list, show, export, purge")
+    tr = sub.add_parser("transcripts", help="recorded calls: list, show, export, callbacks, "
+                                            "purge")
     tsub = tr.add_subparsers(dest="transcripts_command", metavar="ACTION")
 
     def filters(p: argparse.ArgumentParser, outcome: bool = True) -> None:
@@ -170,6 +194,13 @@ def register(sub) -> None:
     ex.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
     filters(ex)
     ex.set_defaults(func=cmd_export)
+
+    cb = tsub.add_parser("callbacks", help="callback requests left after failed transfers, "
+                                           "oldest first")
+    cb.add_argument("--open", action="store_true", help="only those not yet called back")
+    cb.add_argument("--json", action="store_true", help="JSON lines, every column")
+    cb.add_argument("--limit", type=int, default=500, help="at most so many (default 500)")
+    cb.set_defaults(func=cmd_callbacks)
 
     pu = tsub.add_parser("purge", help="delete transcripts and recordings older than "
                                        "[transcripts] retention_days")

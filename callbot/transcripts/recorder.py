@@ -11,7 +11,8 @@ Wiring (SIP worker or simulator)::
 It is a :class:`~callbot.events.CallObserver`: each :class:`~callbot.events.TurnDecided`
 becomes a caller row (speech, key or silence, with the answer's latency) and a bot row (what
 it said, the answer id, every event), queued for the writer thread; ``CallAudio`` events feed
-the stereo recording and the call clock.
+the stereo recording and the call clock. A :class:`~callbot.events.CallbackRequested` (a
+failed transfer, the caller asked to be called back) becomes a row of ``callbacks``.
 A failure here is logged once and swallowed: recording must never break a call.
 """
 
@@ -26,8 +27,8 @@ import time
 from functools import partial
 from typing import Any
 
-from ..events import (BargeIn, CallAudio, CallEvent, Ended, Failed, HangUp, Say, Transfer,
-                      TurnDecided)
+from ..events import (BargeIn, CallAudio, CallbackRequested, CallEvent, Ended, Failed, HangUp,
+                      Say, Transfer, TurnDecided)
 from . import writes
 from .records import (
     CALLER_HANGUP,
@@ -37,7 +38,7 @@ from .records import (
     CallInfo,
     local_day,
 )
-from .store import TranscriptStore
+from .store import CALLBACK_OPEN, TranscriptStore
 from .wavfile import StereoWavWriter
 
 log = logging.getLogger("callbot.transcripts")
@@ -72,6 +73,9 @@ class CallRecorder:
         self.ending: Transfer | HangUp | None = None   # played to the end
         self.decided: Transfer | HangUp | None = None  # decided (maybe cut by a hang-up)
         self.failure: Failed | None = None
+        # The ending played after a failed transfer (the callback offer's goodbye): the
+        # call stays "transferred" (the transfer was tried), this says how it closed.
+        self.after_transfer: HangUp | None = None
         self.clock_ms = 0
         self.closed = False
         self.caller_turns = 0
@@ -112,7 +116,12 @@ class CallRecorder:
             elif isinstance(event, BargeIn):
                 if self._last_bot_seq is not None:
                     self._update_turn(self._last_bot_seq, {"barge_in_ms": event.played_ms})
+            elif isinstance(event, CallbackRequested):
+                self._callback(event)
             elif isinstance(event, Ended):
+                if isinstance(self.ending, Transfer) and isinstance(event.ending, HangUp):
+                    self.after_transfer = event.ending
+                    return
                 self.ending = event.ending
                 if isinstance(event.ending, Transfer):
                     self.store.submit(partial(writes.update_call, self.info.call_id,
@@ -159,6 +168,8 @@ class CallRecorder:
                 detail = detail or f"{self.failure.where}: {self.failure.error}"[:300]
             if outcome is None:
                 outcome = outcome_of(ending, played=self.ending is not None)
+            if detail is None and self.after_transfer is not None:
+                detail = self.after_transfer.reason
             if detail is None and isinstance(ending, HangUp):
                 detail = ending.reason
             elif detail is None and isinstance(ending, Transfer) and self.ending is None:
@@ -185,6 +196,14 @@ class CallRecorder:
                 "day": local_day(i.started_at), "caller_number": i.caller_number,
                 "worker": i.worker, "recording": self.recording}
 
+    def _callback(self, event: CallbackRequested) -> None:
+        at = time.time()
+        self.store.submit(partial(writes.insert_callback, {
+            "id": f"{self.info.call_id}/{event.at_ms}", "call_id": self.info.call_id,
+            "at": at, "day": local_day(at), "number": event.number, "source": event.source,
+            "reason": event.reason, "intent": event.intent, "siren": event.siren,
+            "summary": event.summary or None, "status": CALLBACK_OPEN}))
+
     def _next(self) -> int:
         self._seq += 1
         return self._seq
@@ -195,8 +214,10 @@ class CallRecorder:
             self.decided = turn.ending
         says = [e for e in turn.events if isinstance(e, Say)]
         greeting = any(s.key == "prompt:greeting" for s in says) and turn.caller is None
+        # the bot speaks first: the greeting, and the callback offer after a failed transfer
+        own = greeting or (turn.caller is None and turn.decision == "transfer_failed")
         kind = ("speech" if turn.caller is not None else "dtmf" if turn.dtmf is not None
-                else None if greeting else "silence")
+                else None if own else "silence")
         rows: list[dict[str, Any]] = []
         if kind is not None:
             seq = self._next()

@@ -38,6 +38,10 @@ TURN_COLUMNS = ("call_id", "seq", "at", "offset_ms", "speaker", "kind", "text", 
                 "asr_confidence", "intent", "confidence", "decision", "alternatives",
                 "answer_id", "events", "latency_ms", "decode_ms", "barge_in_ms", "dtmf",
                 "state")
+CALLBACK_COLUMNS = ("id", "call_id", "at", "day", "number", "source", "reason", "intent",
+                    "siren", "summary", "status", "done_at", "done_by")
+CALLBACK_OPEN, CALLBACK_DONE = "open", "done"
+CALLBACK_STATUSES = (CALLBACK_OPEN, CALLBACK_DONE)
 UPDATABLE_TURN = {"barge_in_ms"}
 UPDATABLE_CALL = {"transfer_target", "transfer_result", "transfer_reason", "summary",
                   "recording"}
@@ -249,9 +253,46 @@ class TranscriptStore:
             "SELECT r.*, t.text FROM reviews r LEFT JOIN turns t ON t.call_id = r.call_id "
             "AND t.seq = r.seq ORDER BY r.at DESC LIMIT ?", (limit,)))
 
+    # --- callbacks -------------------------------------------------------------------------
+    def list_callbacks(self, status: str | None = None, limit: int = 500
+                       ) -> list[dict[str, Any]]:
+        """Callback requests, oldest first (the first to call back), each with the caller
+        id of its call; ``status``: only "open" or "done" ones."""
+        if status is not None and status not in CALLBACK_STATUSES:
+            raise ValueError(f"unknown callback status {status!r} "
+                             f"(one of {', '.join(CALLBACK_STATUSES)})")
+        where, params = ("WHERE b.status = ? ", [status]) if status else ("", [])
+        return self.read(lambda conn: conn.rows(
+            f"SELECT b.*, c.caller_number, c.sip_call_id FROM callbacks b "
+            f"LEFT JOIN calls c ON c.id = b.call_id {where}ORDER BY b.at, b.id LIMIT ?",
+            params + [limit]))
+
+    def get_callback(self, callback_id: str) -> dict[str, Any] | None:
+        return self.read(lambda conn: conn.one("SELECT * FROM callbacks WHERE id = ?",
+                                               (callback_id,)))
+
+    def mark_callback_done(self, callback_id: str, user: str) -> bool:
+        """An advisor called back: the request leaves the open list. False if there is no
+        such open request (unknown id, or already done: the first one to mark it wins)."""
+        cur = self.write(lambda conn: conn.execute(
+            "UPDATE callbacks SET status = ?, done_at = ?, done_by = ? "
+            "WHERE id = ? AND status = ?",
+            (CALLBACK_DONE, time.time(), user, callback_id, CALLBACK_OPEN)))
+        return cur.rowcount == 1
+
+    def callback_counts(self) -> dict[str, int]:
+        """Callback requests by status, every status present (0 when none): what a
+        metrics exporter reads, e.g. as ``callbot_callbacks{status="open"}``."""
+        rows = self.read(lambda conn: conn.rows(
+            "SELECT status, COUNT(*) AS n FROM callbacks GROUP BY status"))
+        counts = dict.fromkeys(CALLBACK_STATUSES, 0)
+        counts.update({r["status"]: int(r["n"]) for r in rows})
+        return counts
+
     # --- retention --------------------------------------------------------------------------
     def purge(self, before: float) -> tuple[int, int, list[str]]:
-        """Delete calls started before ``before`` with their turns and reviews.
+        """Delete calls started before ``before`` with their turns, reviews and callback
+        requests (a caller's number is kept no longer than the call).
 
         Returns (calls, turns, recording paths relative to the recordings folder); the
         caller deletes the files once the rows are gone.
@@ -263,6 +304,7 @@ class TranscriptStore:
                 (before,))]
             turns = conn.execute(f"DELETE FROM turns WHERE call_id IN ({old})", (before,))
             conn.execute(f"DELETE FROM reviews WHERE call_id IN ({old})", (before,))
+            conn.execute(f"DELETE FROM callbacks WHERE call_id IN ({old})", (before,))
             calls = conn.execute("DELETE FROM calls WHERE started_at < ?", (before,))
             return calls.rowcount, turns.rowcount, recs
         return self.write(q)

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .db import Connection
-from .store import CALL_COLUMNS, TURN_COLUMNS, UPDATABLE_CALL, UPDATABLE_TURN
+from .store import (CALL_COLUMNS, CALLBACK_COLUMNS, TURN_COLUMNS, UPDATABLE_CALL,
+                    UPDATABLE_TURN)
 
 
 def _insert(table: str, columns: tuple[str, ...], row: Mapping[str, Any]) -> tuple[str, list]:
@@ -64,3 +65,9 @@ def close_call(row: Mapping[str, Any], conn: Connection) -> None:
                  "duration_ms = excluded.duration_ms, "
                  "transfer_reason = COALESCE(excluded.transfer_reason, calls.transfer_reason), "
                  "summary = COALESCE(excluded.summary, calls.summary)", params)
+
+
+def insert_callback(row: Mapping[str, Any], conn: Connection) -> None:
+    """A callback request (status open); its id makes a retried write a no-op."""
+    sql, params = _insert("callbacks", CALLBACK_COLUMNS, row)
+    conn.execute(sql + " ON CONFLICT (id) DO NOTHING", params)
