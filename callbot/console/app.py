@@ -21,7 +21,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..transcripts.db import StoreError
 from ..transcripts.store import TranscriptStore, open_store
-from . import routes_auth, routes_calls, routes_review
+from . import routes_auth, routes_callbacks, routes_calls, routes_review
 from .auth import Authenticator, Sessions
 from .retrain import Retrainer
 from .web import HERE, Console, SecurityHeaders, error_page, templates
@@ -47,6 +47,7 @@ def create_app(config: Config, store: TranscriptStore | None = None) -> Starlett
 
     routes = (routes_auth.routes(console) + routes_calls.routes(console)
               + routes_review.routes(console)
+              + routes_callbacks.routes(console)
               + [Route("/favicon.ico", favicon),
                  Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
