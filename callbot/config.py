@@ -197,6 +197,14 @@ class RecognitionConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (see default.toml)."""
+
+    listen: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig
     asr: AsrConfig
@@ -208,6 +216,7 @@ class Config:
     console: ConsoleConfig
     recording: RecordingConfig
     recognition: RecognitionConfig
+    metrics: MetricsConfig
     source: str = "embedded default"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -234,6 +243,7 @@ SECTIONS: dict[str, type] = {
     "console": ConsoleConfig,
     "recording": RecordingConfig,
     "recognition": RecognitionConfig,
+    "metrics": MetricsConfig,
 }
 
 

@@ -65,6 +65,7 @@ class CallContext:
     settings: "TelephonySettings"
     engines: "Engines"
     store: Any                       # the worker's transcript store, or None
+    metrics: Any                     # the worker's SipMetrics, or None (not collected)
     ports: "PortPool"
     pool: "RunnerPool"
     log: "Log"
@@ -134,6 +135,7 @@ class BotCall(pj.Call):
         self.dtmf_count = 0
         self.flood_logged = False
         self.recorder = None            # callbot.transcripts.CallRecorder once talking
+        self.metered = None             # callbot.metrics.CallMetrics once talking
         self.error = ""                 # why the call broke, for its transcript
 
     # --- SIP callbacks (main thread) ----------------------------------------------------------
@@ -206,6 +208,8 @@ class BotCall(pj.Call):
     # --- driven by the worker's main loop --------------------------------------------------
     def answer_with(self, code: int, reason: str = "") -> None:
         """200 answers; anything else refuses the INVITE (403, 486, 503...)."""
+        if self.context.metrics is not None:
+            self.context.metrics.response(code)
         if code >= 300:
             self.refused = True
             self.phase = Phase.GONE
@@ -414,20 +418,25 @@ class BotCall(pj.Call):
     # --- transcript ---------------------------------------------------------------------
     def record_transfer(self, result: str) -> None:
         """The final outcome of the transfer, as the SIP side saw it (last one wins)."""
+        if self.metered is not None:
+            self.metered.transfer(self.transfer.reason if self.transfer else "",
+                                  result.split(":", 1)[0])
         if self.recorder is not None:
             self.recorder.transfer_result(self.context.settings.transfer.queue_uri, result)
 
     def close_transcript(self, code: int, reason: str) -> None:
         """The call is over: outcome from the dialogue, or "error" if the call broke."""
         recorder, self.recorder = self.recorder, None
-        if recorder is None:
-            return
+        metered, self.metered = self.metered, None
+        outcome, detail = None, None
         if self.error:
-            recorder.close("error", detail=self.error[:300])
+            outcome, detail = "error", self.error[:300]
         elif self.hung_up_by == "shutdown":
-            recorder.close("error", detail="worker shut down during the call")
-        else:
-            recorder.close()
+            outcome, detail = "error", "worker shut down during the call"
+        if metered is not None:
+            metered.close(outcome)
+        if recorder is not None:
+            recorder.close(outcome, detail=detail)
 
     # --- media ----------------------------------------------------------------------------
     def _start_session(self) -> None:
@@ -437,8 +446,9 @@ class BotCall(pj.Call):
         except pj.Error:
             from_uri = ""
         self.recorder = new_recorder(w.store, self.sip_call_id, from_uri, w.worker_port)
+        self.metered = w.metrics.call() if w.metrics is not None else None
         self.runner = CallRunner(self.key, w.engines, self.sip_call_id, self.inbox, w.post,
-                                 w.log, self.recorder)
+                                 w.log, [o for o in (self.recorder, self.metered) if o])
         if self.recorder is not None:
             w.log("transcript", call=self.sip_call_id, id=self.recorder.info.call_id,
                   caller=self.recorder.info.caller_number)
