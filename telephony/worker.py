@@ -192,7 +192,7 @@ class Worker:
             stack, self.stack = self.stack, None
             stack.destroy()          # nothing else exists yet: a clean exit, not an abort
             raise
-        self.store = open_worker_store(self.settings.core)
+        self.store = open_worker_store(self.settings.core, self.port)
         self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread,
                                self.compute_nice)
         self.ports = PortPool(sip.max_calls + 2, on_clock=self._clock_priority)
