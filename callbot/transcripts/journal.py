@@ -162,12 +162,17 @@ class Journal:
                             "%r; this one keeps %s", folder / f"{base}.jsonl", worker, path)
             if fd is None:
                 raise OSError(f"{path} is locked")
+            try:
+                _sync_folder(folder)          # the new file's name survives a power loss
+                journal = cls(path, fd, max_bytes)
+            except OSError:
+                os.close(fd)
+                raise
         except OSError as exc:
             raise JournalError(
                 f"transcripts: cannot keep a journal in {folder} "
                 f"({exc.strerror or exc}): check that paths.data is a writable folder of "
                 f"this user") from None
-        journal = cls(path, fd, max_bytes)
         for spare in sorted(folder.glob(f"{base}.*.jsonl")):
             if spare != path:
                 journal._adopt(spare)
@@ -175,11 +180,20 @@ class Journal:
 
     def _adopt(self, spare: Path) -> None:
         """Take over the operations a dead process of the same name left in its spare file."""
-        fd = _open_locked(spare, create=False)
+        try:
+            fd = _open_locked(spare, create=False)
+        except OSError as exc:
+            log.error("transcripts: cannot open %s to write what it holds (%s)", spare,
+                      exc.strerror or exc)
+            return
         if fd is None:
             return                           # its process is alive
         try:
-            end = _complete_end(fd, os.fstat(fd).st_size)
+            size = os.fstat(fd).st_size
+            end = _complete_end(fd, size)
+            if end < size:
+                log.warning("transcripts: the last line of journal %s was cut by a crash "
+                            "during its write (%d bytes); it is skipped", spare, size - end)
             start = _done_offset(spare, end, fd)
             data = os.pread(fd, end - start, start) if end > start else b""
             n = data.count(b"\n")
@@ -292,6 +306,14 @@ class Journal:
             if self._fd >= 0:
                 os.close(self._fd)          # the lock goes with it
                 self._fd = -1
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_locked(path: Path, create: bool = True) -> int | None:

@@ -136,8 +136,8 @@ class Writer:
 
     def backlog(self) -> int:
         """Operations accepted and not yet in the database (nor skipped)."""
-        with self._cv:
-            return self._queued - self._done
+        with self._cv:      # (the thread may count an op before submit() does)
+            return max(0, self._queued - self._done)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written (tests, shutdown); False on timeout."""
