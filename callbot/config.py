@@ -119,6 +119,7 @@ class TranscriptsConfig:
     enabled: bool
     url: str = field(metadata=rule(parse=_db_url))   # "" = SQLite in paths.data
     retention_days: int = field(metadata=POSITIVE)
+    journal_max_mb: int = field(metadata=POSITIVE)   # per worker journal (database outages)
 
 
 @dataclass(frozen=True)

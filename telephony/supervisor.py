@@ -319,7 +319,14 @@ class Supervisor:
 
     def transcript_backlog(self) -> float | None:
         """Operations waiting for the database in the workers' journals (None: unknown)."""
-        return None
+        if not self.settings.core.transcripts.enabled:
+            return None
+        from callbot.transcripts import journal_backlog
+
+        try:
+            return journal_backlog(self.settings.core)
+        except OSError:
+            return None
 
     def _open_front(self, now: float) -> None:
         """The front once every worker is ready (then kept alive); said once."""

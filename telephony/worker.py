@@ -194,14 +194,15 @@ class Worker:
             stack, self.stack = self.stack, None
             stack.destroy()          # nothing else exists yet: a clean exit, not an abort
             raise
-        self.store = open_worker_store(self.settings.core)
+        self.store = open_worker_store(self.settings.core, self.port)
         self.metrics = worker_metrics()
         self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread,
                                self.compute_nice)
         self.ports = PortPool(sip.max_calls + 2, on_clock=self._clock_priority)
         self.context = CallContext(
             settings=self.settings, engines=self.engines, store=self.store,
-            metrics=self.metrics, ports=self.ports, pool=self.pool, log=self.log, worker_port=self.port, post=self.post,
+            metrics=self.metrics, ports=self.ports, pool=self.pool, log=self.log,
+            worker_port=self.port, post=self.post,
             forget=self.forget, bury=self.bury,
             bridge_ports=lambda: self.stack.ep.mediaActivePorts() if self.stack else None)
         self.account = self._account(None)

@@ -178,6 +178,7 @@ def test_serve_exposes_the_calls_of_every_worker(tmp_path):
         assert 0 < m["callbot_turn_latency_seconds_sum"] / 3 < 5
         assert m["callbot_asr_seconds_count"] >= 3
         assert m["callbot_worker_restarts_total"] == 0
+        assert m["callbot_transcript_backlog"] == 0       # every turn reached the database
         body = urllib.request.urlopen(url, timeout=10).read().decode()
         for e in serve.events:
             if e["event"] == "answered":

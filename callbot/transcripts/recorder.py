@@ -10,8 +10,8 @@ Wiring (SIP worker or simulator)::
 
 It is a :class:`~callbot.events.CallObserver`: each :class:`~callbot.events.TurnDecided`
 becomes a caller row (speech, key or silence, with the answer's latency) and a bot row (what
-it said, the answer id, every event), queued for the writer thread; ``CallAudio`` events feed
-the stereo recording and the call clock.
+it said, the answer id, every event), one operation journaled for the writer thread;
+``CallAudio`` events feed the stereo recording and the call clock.
 A failure here is logged once and swallowed: recording must never break a call.
 """
 
@@ -23,7 +23,6 @@ import logging
 import re
 import threading
 import time
-from functools import partial
 from typing import Any
 
 from ..events import (BargeIn, CallAudio, CallEvent, Ended, Failed, HangUp, Say, Transfer,
@@ -39,6 +38,7 @@ from .records import (
 )
 from .store import TranscriptStore
 from .wavfile import StereoWavWriter
+from .writes import Operation
 
 log = logging.getLogger("callbot.transcripts")
 
@@ -95,7 +95,7 @@ class CallRecorder:
             except OSError as exc:
                 log.error("transcripts: cannot record call %s to %s: %s", info.call_id,
                           store.recordings, exc.strerror)
-        store.submit(partial(writes.insert_call, self._call_row()))
+        store.submit(Operation.of(writes.insert_call, row=self._call_row()))
 
     # --- events -----------------------------------------------------------------------------
     def on_event(self, event: CallEvent) -> None:
@@ -115,9 +115,10 @@ class CallRecorder:
             elif isinstance(event, Ended):
                 self.ending = event.ending
                 if isinstance(event.ending, Transfer):
-                    self.store.submit(partial(writes.update_call, self.info.call_id,
-                                              {"transfer_reason": event.ending.reason,
-                                               "summary": event.ending.context.summary}))
+                    self.store.submit(Operation.of(
+                        writes.update_call, call_id=self.info.call_id,
+                        fields={"transfer_reason": event.ending.reason,
+                                "summary": event.ending.context.summary}))
             elif isinstance(event, Failed):
                 self.failure = event
         except Exception:
@@ -140,8 +141,9 @@ class CallRecorder:
         if not self.enabled:
             return
         try:
-            self.store.submit(partial(writes.update_call, self.info.call_id,
-                                      {"transfer_target": target, "transfer_result": result}))
+            self.store.submit(Operation.of(
+                writes.update_call, call_id=self.info.call_id,
+                fields={"transfer_target": target, "transfer_result": result}))
         except Exception:
             self._error("transfer_result")
 
@@ -174,7 +176,7 @@ class CallRecorder:
                        caller_turns=self.caller_turns, answers=self.answers)
             if isinstance(ending, Transfer):
                 row.update(transfer_reason=ending.reason, summary=ending.context.summary)
-            self.store.submit(partial(writes.close_call, row))
+            self.store.submit(Operation.of(writes.close_call, row=row))
         except Exception:
             self._error("close")
 
@@ -228,11 +230,13 @@ class CallRecorder:
         self.caller_turns += caller
         self.answers += answers
         if rows:
-            self.store.submit(partial(writes.insert_turns, rows, self.info.call_id, caller,
-                                      answers))
+            self.store.submit(Operation.of(writes.insert_turns, rows=rows,
+                                           call_id=self.info.call_id, caller_turns=caller,
+                                           answers=answers))
 
     def _update_turn(self, seq: int, fields: dict[str, Any]) -> None:
-        self.store.submit(partial(writes.update_turn, self.info.call_id, seq, fields))
+        self.store.submit(Operation.of(writes.update_turn, call_id=self.info.call_id, seq=seq,
+                                       fields=fields))
 
     def _close_wav(self) -> None:
         if self._wav is not None:
