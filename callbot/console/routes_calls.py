@@ -20,6 +20,11 @@ from .charts import day_bars, hbars, meter
 from .web import Console, page
 
 PERIODS = (7, 30, 90, 365)
+# The caller-perceived wait and its parts (stats.PARTS), as the dashboard names them.
+WAIT_PARTS = (("total", "Total", "end of speech → first answer audio"),
+              ("end_of_turn", "End of turn", "silence waited before taking the turn"),
+              ("recognition", "Recognition", "decode after the end of speech"),
+              ("answer", "Answer", "transcript → first answer audio queued"))
 
 
 def _midnight(d: date) -> float:
@@ -89,7 +94,7 @@ def routes(console: Console) -> list[Route]:
             "not_understood": meter(s.not_understood_rate, "Not-understood rate"),
         }
         return console.render(request, "dashboard.html", s=s, days=days, periods=PERIODS,
-                              charts=charts, nav="dashboard")
+                              charts=charts, wait_parts=WAIT_PARTS, nav="dashboard")
 
     @page(console)
     async def api_stats(request: Request) -> Response:

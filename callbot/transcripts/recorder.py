@@ -26,8 +26,8 @@ import time
 from functools import partial
 from typing import Any
 
-from ..events import (BargeIn, CallAudio, CallEvent, Ended, Failed, HangUp, Say, Transfer,
-                      TurnDecided)
+from ..events import (BargeIn, CallAudio, CallEvent, Ended, Failed, Final, HangUp, Say,
+                      Transfer, TurnDecided)
 from . import writes
 from .records import (
     CALLER_HANGUP,
@@ -78,6 +78,7 @@ class CallRecorder:
         self.answers = 0
         self._seq = 0
         self._last_bot_seq: int | None = None
+        self._final: Final | None = None       # the recognizer's result the next turn answers
         self._said_error = False
         self._wav: StereoWavWriter | None = None
         self._wav_lock = threading.Lock()
@@ -107,6 +108,8 @@ class CallRecorder:
                     self._audio(event.caller, event.bot)
             elif self.closed:
                 return
+            elif isinstance(event, Final):
+                self._final = event
             elif isinstance(event, TurnDecided):
                 self._turn(event)
             elif isinstance(event, BargeIn):
@@ -191,6 +194,7 @@ class CallRecorder:
 
     def _turn(self, decided: TurnDecided) -> None:
         turn, now, offset = decided.turn, time.time(), decided.at_ms
+        final, self._final = self._final, None
         if turn.ending is not None:
             self.decided = turn.ending
         says = [e for e in turn.events if isinstance(e, Say)]
@@ -213,7 +217,11 @@ class CallRecorder:
                 "latency_ms": None if decided.latency_ms is None
                 else round(decided.latency_ms, 2),
                 "decode_ms": None if decided.decode_ms is None
-                else round(decided.decode_ms, 2)})
+                else round(decided.decode_ms, 2),
+                # the end-of-turn wait, for the caller-perceived latency (with decode_ms and
+                # latency_ms); None for words that came without audio
+                "endpoint_ms": final.silence_ms if final is not None and kind == "speech"
+                else None})
         if turn.events:
             seq = self._next()
             self._last_bot_seq = seq
