@@ -31,9 +31,11 @@ log = logging.getLogger("callbot.console")
 
 def create_app(config: Config, store: TranscriptStore | None = None) -> Starlette:
     """The console for ``config``; ``store`` defaults to the configured transcript store."""
-    console = Console(config=config, store=store or open_store(config),
-                      sessions=Sessions(config.console.session_minutes),
-                      auth=Authenticator(config.console), retrainer=Retrainer(config),
+    store = store or open_store(config)
+    c = config.console
+    console = Console(config=config, store=store,
+                      sessions=Sessions(store, c.session_minutes, c.idle_minutes),
+                      auth=Authenticator(c, store), retrainer=Retrainer(config),
                       templates=templates())
 
     async def store_down(request: Request, exc: Exception) -> Response:

@@ -57,8 +57,18 @@ class Console:
                             secure=self.secure_cookie(request), path="/",
                             max_age=int(session.expires - time.time()))
 
-    def session(self, request: Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(COOKIE))
+    async def session(self, request: Request) -> Session | None:
+        """The request's session (read from the database off the event loop). A logged-in
+        session whose user left the configuration ends; a changed role applies at once."""
+        s = await run_in_threadpool(self.sessions.get, request.cookies.get(COOKIE))
+        if s is None or s.user is None:
+            return s
+        user = self.auth.users.get(s.user)
+        if user is None:
+            await run_in_threadpool(self.sessions.drop, s.token)
+            return None
+        s.role = user.role
+        return s
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Run a blocking store call off the event loop."""
@@ -111,7 +121,7 @@ def page(console: Console, edit: bool = False) -> Callable[[Endpoint], Endpoint]
     def deco(fn: Endpoint) -> Endpoint:
         @wraps(fn)
         async def handler(request: Request) -> Response:
-            s = console.session(request)
+            s = await console.session(request)
             if s is None or s.user is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target, safe='')}", 303)
