@@ -23,6 +23,7 @@ from ..transcripts.db import StoreError
 from ..transcripts.store import TranscriptStore, open_store
 from . import routes_auth, routes_calls, routes_review
 from .auth import Authenticator, Sessions
+from .grouping import ReviewGroups
 from .retrain import Retrainer
 from .web import HERE, Console, SecurityHeaders, error_page, templates
 
@@ -36,7 +37,7 @@ def create_app(config: Config, store: TranscriptStore | None = None) -> Starlett
     console = Console(config=config, store=store,
                       sessions=Sessions(store, c.session_minutes, c.idle_minutes),
                       auth=Authenticator(c, store), retrainer=Retrainer(config),
-                      templates=templates())
+                      templates=templates(), groups=ReviewGroups())
 
     async def store_down(request: Request, exc: Exception) -> Response:
         log.error("console: %s", exc)

@@ -28,6 +28,7 @@ from ..transcripts.redact import mask_number
 from ..transcripts.store import TranscriptStore
 from .auth import COOKIE, Authenticator, Session, Sessions
 from .charts import confidence_bar
+from .grouping import ReviewGroups
 from .retrain import Retrainer
 
 HERE = Path(__file__).parent
@@ -47,6 +48,7 @@ class Console:
     auth: Authenticator
     retrainer: Retrainer
     templates: Jinja2Templates
+    groups: ReviewGroups
 
     def secure_cookie(self, request: Request) -> bool:
         mode = self.config.console.cookie_secure
