@@ -338,12 +338,16 @@ def test_calls_filters_paging_and_call_page(site):
     assert c.get("/call?id=nope").status == 404
 
 
-def test_recording_is_served(site):
+def test_recording_is_served_to_editors(site):
     c = Client(site.base)
-    c.login("bob")
+    c.login("alice")
     r = c.request("GET", "/call/recording?id=c-resolved")
     assert r.status == 200 and r.header("content-type") == "audio/wav"
     assert c.get("/call/recording?id=nope").status == 404
+    bob = Client(site.base)
+    bob.login("bob")
+    r = bob.get("/call/recording?id=c-resolved")
+    assert r.status == 403 and "read-only" in r.text
 
 
 # --- review queue and knowledge base ------------------------------------------------------

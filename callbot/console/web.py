@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Config
 from ..transcripts.records import OUTCOME_LABELS
-from ..transcripts.redact import mask_number
+from ..transcripts.redact import mask_number, redact_text
 from ..transcripts.store import TranscriptStore
 from .auth import COOKIE, Authenticator, Session, Sessions
 from .charts import confidence_bar
@@ -82,9 +82,12 @@ class Console:
         if s:
             s.flash.clear()
         editor = bool(s and s.can_edit)
+        # Read-only supervisors see what callers said without the numbers and addresses in
+        # it (the same redaction as exports), and caller numbers masked.
         ctx.update(session=s, user=s.user if s else None, role=s.role if s else None,
                    can_edit=editor, csrf=s.csrf if s else "", flashes=flashes,
-                   caller=(lambda n: n or "") if editor else mask_number)
+                   caller=(lambda n: n or "") if editor else mask_number,
+                   said=(lambda t: t or "") if editor else (lambda t: redact_text(t) or ""))
         return self.templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
 
