@@ -33,6 +33,7 @@ from callbot.transcripts.records import local_day
 from callbot.transcripts.redact import NUMBER
 
 WRONG = "Wrong user name or password"
+BUSY = "busy checking other logins"
 SIREN_WORDS = "sept cent trente deux huit cent vingt neuf trois cent vingt"
 
 
@@ -89,14 +90,17 @@ def test_parallel_guesses_get_at_most_max_failures_checks(config, tmp_path, hash
         # one account, guessed from 20 addresses at once: the user name's count holds
         got = _burst(base, ["alice"] * 20, [f"127.0.0.{10 + i}" for i in range(20)])
         checked = [r for r in got if WRONG in r.text]
-        assert len(checked) == 5
+        # 5 attempts counted: each checked, or given up on a loaded machine (busy)
+        admitted = [r for r in got if WRONG in r.text or BUSY in r.text]
+        assert len(checked) <= 5 and len(admitted) == 5
         assert all(r.status == 429 and "Too many failed attempts" in r.text
-                   for r in got if r not in checked)
+                   for r in got if r not in admitted)
         r = _login_from(base, "alice", "127.0.0.99")     # the right password, too late
         assert r.status == 429 and WRONG not in r.text
         # one address spraying 20 names at once: the address's count holds
         got = _burst(base, [f"nobody{i}" for i in range(20)], ["127.0.0.50"] * 20)
-        assert sum(WRONG in r.text for r in got) == 5
+        assert sum(WRONG in r.text for r in got) <= 5
+        assert sum(WRONG in r.text or BUSY in r.text for r in got) == 5
         assert _login_from(base, "bob", "127.0.0.50").status == 429
         assert _login_from(base, "bob", "127.0.0.51").status == 303   # bob is not locked
     store.close()

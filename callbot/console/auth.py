@@ -46,6 +46,7 @@ class Authenticator:
         self.users: dict[str, ConsoleUser] = {u.name: u for u in config.users}
         self.store = store
         self.guard = LoginGuard(config.max_failures, config.lockout_minutes * 60)
+        dummy_hash()        # made now, not by the first logins with an unknown name
 
     def stored_hash(self, user: ConsoleUser) -> str:
         """The hash to check: the upgraded one if it still stands for the configured one."""

@@ -86,9 +86,17 @@ def needs_upgrade(stored: str) -> bool:
         return False
 
 
+_dummy_lock = threading.Lock()
+
+
 @functools.cache
+def _dummy() -> str:
+    return hash_password("not a password of anyone")
+
+
 def dummy_hash() -> str:
     """Checked when the user name is unknown, so that a wrong name takes as long as a wrong
-    password and does not reveal which accounts exist. Made on first use: importing this
-    module costs no 128 MiB hash."""
-    return hash_password("not a password of anyone")
+    password and does not reveal which accounts exist. Made once, on first use (the console
+    makes it at start): importing this module costs no 128 MiB hash."""
+    with _dummy_lock:
+        return _dummy()
