@@ -172,6 +172,7 @@ class ConsoleConfig:
     port: int = field(metadata=POSITIVE)
     cookie_secure: str = field(metadata=rule(choices=("auto", "always", "never")))
     session_minutes: int = field(metadata=POSITIVE)
+    idle_minutes: int = field(metadata=POSITIVE)
     max_failures: int = field(metadata=POSITIVE)
     lockout_minutes: int = field(metadata=POSITIVE)
     page_size: int = field(metadata=POSITIVE)

@@ -131,6 +131,8 @@ class Final:
     quick: bool = False     # ended early: the request was complete, or the voice was done
     at_ms: int = 0
     turn_done: float | None = None   # the end-of-turn model's last verdict (0-1), if asked
+    silence_ms: int | None = None    # silence heard after the last voiced frame: the wait for
+                                     # the end of turn (None: not from audio)
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,20 @@ def paced_call(session: CallSession, frames: list[bytes], seconds_after: float) 
 
 
 def test_the_caller_wait_is_measured_from_the_last_word_to_the_first_answer_frame(engines,
-                                                                                   config):
+                                                                                   config,
+                                                                                   tmp_path):
+    import dataclasses
+
+    from callbot.transcripts import CallInfo, CallRecorder, open_store
+
     metrics = Metrics(CollectorRegistry())
     events = Events()
     call = metrics.call()
-    session = CallSession(engines, "latency", observers=[events, call])
+    store = open_store(dataclasses.replace(
+        config, paths=dataclasses.replace(config.paths, data=tmp_path / "data"),
+        transcripts=dataclasses.replace(config.transcripts, url="")))
+    recorder = CallRecorder(store, CallInfo("latency"))
+    session = CallSession(engines, "latency", observers=[events, call, recorder])
     session.start()
     session.playback.flush()          # no greeting: the answer is the next thing played
     assert sample(metrics.registry, "callbot_calls_active") == 1
@@ -90,6 +99,13 @@ def test_the_caller_wait_is_measured_from_the_last_word_to_the_first_answer_fram
     call.close()                      # closed once, counted once
     assert sample(r, "callbot_calls_active") == 0
     assert sample(r, "callbot_calls_total", {"outcome": "resolved"}) == 1
+    # the transcript keeps the measured parts: their sum is what the caller waited
+    recorder.close()
+    assert store.flush()
+    turn = next(t for t in store.turns("latency") if t["kind"] == "speech")
+    assert turn["endpoint_ms"] + turn["decode_ms"] + turn["latency_ms"] == pytest.approx(
+        a.waited_ms, abs=0.05)
+    store.close()
 
 
 def test_words_not_understood_are_counted_and_an_answer_cut_by_barge_in_is_not_timed(

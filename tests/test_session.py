@@ -238,12 +238,14 @@ def test_quick_end_when_the_request_is_already_understood(engines, config):
     final, silence = _turn_end(taker, goodbye)
     assert final.quick and normalize(final.text) == "au revoir"
     assert ep.quick_end_ms <= tail + silence < ep.end_silence_ms
+    assert final.silence_ms == tail + silence        # the wait the caller heard, recorded
     assert not taker.listener.in_speech
     # The same words with the quick end off: the full end-of-turn silence.
     off = _taker(engines, config, dataclasses.replace(ep, quick_end="off"))
     final, silence = _turn_end(off, goodbye)
     assert not final.quick and normalize(final.text) == "au revoir"
     assert tail + silence >= ep.end_silence_ms
+    assert final.silence_ms == tail + silence
 
 
 def test_no_quick_end_for_what_is_not_understood(engines, config):

@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Any
 
-from ..events import (BargeIn, CallAudio, CallEvent, Ended, Failed, HangUp, Say, Transfer,
-                      TurnDecided)
+from ..events import (AnswerStarted, BargeIn, CallAudio, CallEvent, Ended, Failed, Final, HangUp, Say,
+                      Transfer, TurnDecided)
 from . import writes
 from .records import (
     CALLER_HANGUP,
@@ -78,6 +78,8 @@ class CallRecorder:
         self.answers = 0
         self._seq = 0
         self._last_bot_seq: int | None = None
+        self._last_speech_seq: int | None = None    # the caller's last spoken turn
+        self._final: Final | None = None       # the recognizer's result the next turn answers
         self._said_error = False
         self._wav: StereoWavWriter | None = None
         self._wav_lock = threading.Lock()
@@ -107,6 +109,10 @@ class CallRecorder:
                     self._audio(event.caller, event.bot)
             elif self.closed:
                 return
+            elif isinstance(event, Final):
+                self._final = event
+            elif isinstance(event, AnswerStarted):
+                self._answered(event)
             elif isinstance(event, TurnDecided):
                 self._turn(event)
             elif isinstance(event, BargeIn):
@@ -193,6 +199,7 @@ class CallRecorder:
 
     def _turn(self, decided: TurnDecided) -> None:
         turn, now, offset = decided.turn, time.time(), decided.at_ms
+        final, self._final = self._final, None
         if turn.ending is not None:
             self.decided = turn.ending
         says = [e for e in turn.events if isinstance(e, Say)]
@@ -202,6 +209,8 @@ class CallRecorder:
         rows: list[dict[str, Any]] = []
         if kind is not None:
             seq = self._next()
+            if kind == "speech":
+                self._last_speech_seq = seq
             rows.append({
                 "call_id": self.info.call_id, "seq": seq, "at": now, "offset_ms": offset,
                 "speaker": "caller", "kind": kind, "text": turn.caller,
@@ -215,7 +224,11 @@ class CallRecorder:
                 "latency_ms": None if decided.latency_ms is None
                 else round(decided.latency_ms, 2),
                 "decode_ms": None if decided.decode_ms is None
-                else round(decided.decode_ms, 2)})
+                else round(decided.decode_ms, 2),
+                # the end-of-turn wait, for the caller-perceived latency (with decode_ms and
+                # latency_ms); None for words that came without audio
+                "endpoint_ms": final.silence_ms if final is not None and kind == "speech"
+                else None})
         if turn.events:
             seq = self._next()
             self._last_bot_seq = seq
@@ -233,6 +246,16 @@ class CallRecorder:
             self.store.submit(Operation.of(writes.insert_turns, rows=rows,
                                            call_id=self.info.call_id, caller_turns=caller,
                                            answers=answers))
+
+    def _answered(self, a: AnswerStarted) -> None:
+        """The answer's first frame was played: the caller's wait as measured, in its three
+        parts (their sum is the wait), replaces the estimate written with the turn (the
+        silence on the call clock, the decode alone, the answer until queued)."""
+        if self._last_speech_seq is None:
+            return
+        self._update_turn(self._last_speech_seq, {
+            "endpoint_ms": round(a.end_of_turn_ms, 2), "decode_ms": round(a.recognition_ms, 2),
+            "latency_ms": round(a.answer_ms, 2)})
 
     def _update_turn(self, seq: int, fields: dict[str, Any]) -> None:
         self.store.submit(Operation.of(writes.update_turn, call_id=self.info.call_id, seq=seq,

@@ -30,8 +30,8 @@ CALL_COLUMNS = ("id", "sip_call_id", "started_at", "day", "ended_at", "caller_nu
 TURN_COLUMNS = ("call_id", "seq", "at", "offset_ms", "speaker", "kind", "text", "asr_engine",
                 "asr_confidence", "intent", "confidence", "decision", "alternatives",
                 "answer_id", "events", "latency_ms", "decode_ms", "barge_in_ms", "dtmf",
-                "state")
-UPDATABLE_TURN = {"barge_in_ms"}
+                "state", "endpoint_ms")
+UPDATABLE_TURN = {"barge_in_ms", "endpoint_ms", "decode_ms", "latency_ms"}
 UPDATABLE_CALL = {"transfer_target", "transfer_result", "transfer_reason", "summary",
                   "recording"}
 
