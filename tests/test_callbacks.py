@@ -194,13 +194,15 @@ def test_a_turn_taken_back_restores_the_number_typed_so_far(dlg):
 # --- a whole call, recorded (real models, real SQLite and PostgreSQL) --------------------------
 
 def _call(engines, store, call_id: str, caller: str | None, after_failure: list[tuple],
-          at: float | None = None) -> CallRecorder:
+          at: float | None = None, metrics=None) -> CallRecorder:
     """The caller asks for an advisor, the transfer fails, then ``after_failure`` (("say",
     text) or ("dtmf", keys)), until the bot hangs up."""
     info = CallInfo(call_id, f"sip-{call_id}", caller, "test-worker",
                     at if at is not None else time.time())
     recorder = CallRecorder(store, info)
-    session = CallSession(engines, call_id, observers=[recorder])
+    metered = metrics.call() if metrics is not None else None
+    session = CallSession(engines, call_id, observers=[recorder] + ([metered] if metered
+                                                                      else []))
     session.start()
     until_quiet(session)
     session.hear(ADVISOR)
@@ -223,19 +225,35 @@ def _call(engines, store, call_id: str, caller: str | None, after_failure: list[
         tick(session)
     assert session.ended.is_set() and isinstance(session.ending, HangUp)
     recorder.close()
+    if metered is not None:
+        metered.transfer("caller_request", "failed")
+        metered.close()
     return recorder
 
 
 def test_a_call_with_a_failed_transfer_leaves_a_callback_request(store_config, text_engines,
                                                                  tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from callbot.metrics import Metrics
+
     store = open_store(store_config)
-    _call(text_engines, store, "cb-caller-id", "+33612345678", [("say", "oui s'il vous plaît")])
+    metrics = Metrics(CollectorRegistry())
+    _call(text_engines, store, "cb-caller-id", "+33612345678", [("say", "oui s'il vous plaît")],
+          metrics=metrics)
     _call(text_engines, store, "cb-keypad", "anonymous",
-          [("dtmf", "1"), ("dtmf", "0144556677")])
-    _call(text_engines, store, "cb-declined", "+33699999999", [("say", "non merci")])
+          [("dtmf", "1"), ("dtmf", "0144556677")], metrics=metrics)
+    _call(text_engines, store, "cb-declined", "+33699999999", [("say", "non merci")],
+          metrics=metrics)
     _call(text_engines, store, "cb-old", "+33655555555", [("dtmf", "1")],
-          at=time.time() - 400 * 86400)
+          at=time.time() - 400 * 86400, metrics=metrics)
     assert store.flush()
+    # counted as they happen: three requests, four calls that stay transfers
+    r = metrics.registry
+    assert r.get_sample_value("callbot_callback_requests_total") == 3
+    assert r.get_sample_value("callbot_calls_total", {"outcome": "transferred"}) == 4
+    assert r.get_sample_value("callbot_transfers_total", {"reason": "caller_request",
+                                                          "result": "failed"}) == 4
 
     rows = store.list_callbacks()
     assert [r["call_id"] for r in rows] == ["cb-caller-id", "cb-keypad", "cb-old"]
