@@ -119,6 +119,7 @@ class TranscriptsConfig:
     enabled: bool
     url: str = field(metadata=rule(parse=_db_url))   # "" = SQLite in paths.data
     retention_days: int = field(metadata=POSITIVE)
+    debug_personal_data: bool = False   # logs carry personal data: troubleshooting only
 
 
 @dataclass(frozen=True)

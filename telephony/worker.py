@@ -459,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Log()
     try:
         settings = load_settings(args.config)
+        log.personal_data = settings.core.transcripts.debug_personal_data
         port = args.port or settings.sip.port
         rtp = args.rtp_port or settings.sip.rtp_port_start
         t0 = time.perf_counter()
