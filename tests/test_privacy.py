@@ -207,6 +207,7 @@ def test_the_export_command_redacts_unless_no_redact(config, text_engines, tmp_p
     row = json.loads(r.stdout)
     assert row["caller_number"] == NUMBER and row["transfer_reason"] == "personal_case"
     assert any(t["intent"] == "siren_non_recu" for t in row["turns"])   # still analysable
+    assert {t["dtmf"] for t in row["turns"] if t["dtmf"]} == {"*"}      # the keys typed
 
     out = tmp_path / "exports" / "calls.csv"
     out.parent.mkdir()
@@ -426,7 +427,7 @@ def _mode(p: Path) -> int:
 def test_database_recordings_and_folders_are_owner_only(config, text_engines, tmp_path):
     data = tmp_path / "new" / "data"
     cfg = _data_config(config, data, recording=True)
-    old = os.umask(0)              # the most permissive umask: the modes must not depend on it
+    old = os.umask(0o022)          # the usual umask, which alone would give 0644 and 0755
     try:
         store = open_store(cfg)
         run_call(text_engines, store, "perm-1", [("say", "au revoir")], caller=CALLER)

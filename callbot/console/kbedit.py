@@ -18,7 +18,7 @@ from pathlib import Path
 from ..kb import OUT_OF_SCOPE, load_kb
 from ..numbers import digits_to_words
 from ..text import normalize
-from ..transcripts.redact import redact_text, without_placeholders
+from ..transcripts.redact import redact_text
 
 _lock = threading.Lock()   # one writer of kb/ per console process
 
@@ -45,7 +45,7 @@ def phrasing_text(utterance: str) -> str:
     c'est [numéro]" would teach the classifier the word "numéro"), leaving what the caller
     asked for.
     """
-    t = without_placeholders(redact_text(utterance) or "")
+    t = redact_text(utterance, placeholders=False) or ""
     t = t.replace("’", "'").lower()
     t = digits_to_words(t)
     t = re.sub(r"[^\w'\- ]+", " ", t)

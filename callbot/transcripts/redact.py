@@ -1,8 +1,8 @@
 """Personal data out of transcripts: names, numbers, e-mail and postal addresses.
 
-This is the one redactor: exports, the console's read-only views, the knowledge-base edits
-and the logs all go through :func:`redact_text` (rows: :func:`redact_call`), so what counts
-as personal data is decided in one place.
+This is the one redactor: exports, the console's read-only views and the knowledge-base
+edits all go through :func:`redact_text` (rows: :func:`redact_call`), so what counts as
+personal data is decided in one place. (The logs keep no caller text at all.)
 
 It is written for what a caller says on the phone as the recognizer writes it, usually in
 lowercase and without punctuation:
@@ -192,9 +192,12 @@ def _redact_addresses(text: str) -> str:
     return _POSTAL_CODE.sub(ADDRESS, text)
 
 
-def redact_text(text: str | None, all_numbers: bool = False) -> str | None:
+def redact_text(text: str | None, all_numbers: bool = False,
+                placeholders: bool = True) -> str | None:
     """``text`` without names, e-mail and postal addresses and numbers of five digits or
-    more (every number if ``all_numbers``), each replaced by its placeholder."""
+    more (every number if ``all_numbers``), each replaced by its placeholder, or by nothing
+    when not ``placeholders`` (a training phrasing must not teach the classifier the word
+    "numéro" where a caller gave a number)."""
     if not text:
         return text
     text = _WRITTEN_EMAIL.sub(EMAIL, text)
@@ -202,15 +205,12 @@ def redact_text(text: str | None, all_numbers: bool = False) -> str | None:
     text = _IBAN.sub(NUMBER, text)
     text = _redact_addresses(text)
     text = _redact_names(text)
-    return _redact_numbers(text, 1 if all_numbers else MIN_DIGITS)
-
-
-def without_placeholders(text: str) -> str:
-    """``text`` with the placeholders themselves taken out (a training phrasing must not
-    teach the classifier the word "numéro" where a caller gave a number)."""
-    for p in PLACEHOLDERS:
-        text = text.replace(p, " ")
-    return " ".join(text.split())
+    text = _redact_numbers(text, 1 if all_numbers else MIN_DIGITS)
+    if not placeholders:
+        for p in PLACEHOLDERS:
+            text = text.replace(p, " ")
+        text = " ".join(text.split())
+    return text
 
 
 def _redact_event(event: dict[str, Any]) -> dict[str, Any]:
