@@ -146,6 +146,15 @@ def test_the_table_is_large_enough_and_covers_every_kind():
         assert placeholder in outs
 
 
+def test_ordinary_requests_stay_readable(kb):
+    """The knowledge base's phrasings are what callers ask: the redactor may touch only the
+    few that hold a name ("bonjour ici monsieur dupont"), never a request."""
+    changed = {p.text: redact_text(p.text) for p in kb.phrasings if redact_text(p.text) != p.text}
+    assert len(changed) <= 0.002 * len(kb.phrasings), changed
+    assert all(out.count(NAME) == 1 and NUMBER not in out and ADDRESS not in out
+               for out in changed.values()), changed
+
+
 def test_a_capture_turn_loses_every_number_and_rows_keep_their_shape():
     call = {"caller_number": "+33698765432", "summary": "Cas personnel ; SIREN 732829320.",
             "detail": None, "turns": [

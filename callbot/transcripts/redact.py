@@ -63,28 +63,63 @@ _SPOKEN_EMAIL = re.compile(
     + r"\s*[\w-]+(?:(?:\s+point\s+|\s*\.\s*)[\w-]+)+", re.IGNORECASE)
 
 # --- names ---------------------------------------------------------------------------------
+# "je m'appelle" is followed by a name; "mon nom est" and "monsieur"/"madame" often by an
+# ordinary word ("mon nom est mal écrit", "au revoir monsieur bonne journée"): for those the
+# words are checked harder (see _could_be_name).
 _NAME_TRIGGER = re.compile(
-    r"\b(?:je\s+m['’ ]?\s*appelle|mon\s+nom(?:\s+de\s+famille)?\s+(?:est|c['’ ]?\s*est)|"
-    r"moi\s+c['’ ]?\s*est|(?:c['’ ]?\s*est\s+)?(?:monsieur|madame|mademoiselle))\s+",
+    r"\b(?:(?P<sure>je\s+m['’ ]?\s*appelle)|mon\s+nom(?:\s+de\s+famille)?\s+"
+    r"(?:est|c['’ ]?\s*est)|(?:c['’ ]?\s*est\s+)?(?:monsieur|madame|mademoiselle))\s+",
     re.IGNORECASE)
-# A name spelled out letter by letter: "L-A-M-B-E-R-T", "d u p o n t" (four letters or more:
-# "il y a" is not a spelling).
-_SPELLED = re.compile(r"(?<![\w'’])(?:[^\W\d_][ .-]){3,}[^\W\d_](?![\w'’])")
 _WORD = re.compile(r"[^\W\d_](?:[\w-]|['’][^\W\d_])*")
 # Words that are not a name: after "bonjour madame", "merci monsieur", "madame la
-# conseillère", and the request that often follows a name.
+# conseillère", "mon nom est mal orthographié", and the request that often follows a name.
 _NOT_NAME = frozenset(
     "le la les l un une des du de d au aux a à et ou mais donc or ni car que qui quoi quand "
-    "comment pourquoi où ou je j tu il elle on nous vous ils elles me m te t se s moi toi "
+    "comment pourquoi où je j tu il elle on nous vous ils elles me m te t se s moi toi "
     "lui leur y en ce c ca ça cet cette ces mon ma mes ton ta tes son sa ses notre votre "
     "est suis es sommes êtes sont ai as avons avez ont voudrais voudrait voulais voulait "
     "veux veut souhaite souhaiterais souhaiterait aimerais aimerait appelle appelais "
-    "appelait cherche demande peux peut pouvez pourriez pourrais dois doit j'ai "
-    "bonjour bonsoir merci oui non pardon excusez svp s'il plait au revoir bien "
-    "alors bon ben euh heu hum voilà voila ok d'accord très tres "
+    "appelait cherche demande peux peut pouvez pourriez pourrais dois doit "
+    "bonjour bonsoir merci oui non pardon excusez svp revoir bien bon bonne bonnes journée "
+    "soirée alors ben euh heu hum voilà voila ok très tres ici là la-bas quelqu'un "
+    "monsieur madame mademoiselle messieurs mesdames "
     "conseiller conseillère conseillere directeur directrice maire président présidente "
     "numéro numero siren siret code ape naf avis situation insee entreprise société societe "
-    "pour par sur sous dans avec sans chez vers pas ne n plus".split())
+    "pour par sur sous dans avec sans chez vers pas ne n plus mal toujours encore déjà "
+    "jamais aussi même partout écrit écrite écrits faux fausse incorrect incorrecte "
+    "inconnu inconnue visible public publique différent différente".split())
+_PARTICIPLE = re.compile(r"(?:é|ée|és|ées|ment)$")
+
+
+def _could_be_name(word: str, sure: bool) -> bool:
+    """Whether ``word`` may be (part of) a name. A lowercase word with an apostrophe
+    ("l'insee", "m'a", "c'est") is not; after "mon nom est" or "madame" neither is a
+    lowercase participle or adverb ("utilisé", "vraiment")."""
+    lower = word.lower().replace("’", "'")
+    if lower in _NOT_NAME:
+        return False
+    if word[0].isupper():
+        return True
+    if "'" in lower:
+        return False
+    return sure or not _PARTICIPLE.search(lower)
+
+
+# A name spelled out letter by letter: "L-A-M-B-E-R-T", "d u p o n t" (four letters or more:
+# "il y a" is not a spelling), unless it spells an acronym ("u r s s a f", "a p e a changé").
+_SPELLED = re.compile(r"(?<!\w)(?:[A-Za-z][ .-]){3,}[A-Za-z](?![\w'’])")
+_ACRONYMS = ("ape", "naf", "urssaf", "cpam", "insee", "siren", "siret", "sirene", "rcs",
+             "kbis", "eurl", "sarl", "sas", "sasu", "tva", "cfe", "inpi", "caf", "sci", "eirl",
+             "rib", "iban", "bic", "pdf", "sms", "cma", "cci", "bodacc", "ursaf", "msa", "pme",
+             "tpe", "rsa", "cesu", "dgfip", "sie", "ae", "ei")
+
+
+def _spelled(m: re.Match[str]) -> str:
+    letters = re.sub(r"[ .-]", "", m.group()).lower()
+    if any(letters.startswith(a) and len(letters) - len(a) <= 1 for a in _ACRONYMS):
+        return m.group()
+    return NAME
+
 
 # --- postal addresses ----------------------------------------------------------------------
 _STREETS = (r"rue|avenue|av|boulevard|bd|chemin|all[ée]e|impasse|quai|faubourg|lotissement|"
@@ -172,7 +207,7 @@ def _redact_names(text: str) -> str:
         at = m.end()
         while len(words) < 2:
             w = _WORD.match(text, at)
-            if w is None or w.group().lower().replace("’", "'") in _NOT_NAME:
+            if w is None or not _could_be_name(w.group(), bool(m.group("sure"))):
                 break
             words.append(w)
             gap = re.match(r"[ \t]+", text[w.end():])
@@ -183,7 +218,7 @@ def _redact_names(text: str) -> str:
             out.append(text[pos:words[0].start()] + NAME)
             pos = words[-1].end()
     out.append(text[pos:])
-    return _SPELLED.sub(NAME, "".join(out))
+    return _SPELLED.sub(_spelled, "".join(out))
 
 
 def _redact_addresses(text: str) -> str:
