@@ -123,7 +123,8 @@ def cmd_export(args) -> int:
         out = open_private(args.out, "w", encoding="utf-8", newline="") if args.out \
             else sys.stdout
     except OSError as exc:
-        raise CallbotError(f"cannot write the export to {args.out}: {exc.strerror}") from None
+        raise CallbotError(f"cannot write the export to {args.out}: {exc.strerror} (give "
+                           f"--out a file in an existing, writable folder)") from None
     try:
         write = write_jsonl if args.format == "jsonl" else write_csv
         n = write(calls, out, redact=args.redact)
