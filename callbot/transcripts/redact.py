@@ -266,7 +266,8 @@ def _redact_event(event: dict[str, Any]) -> dict[str, Any]:
 def redact_turn(turn: dict[str, Any]) -> dict[str, Any]:
     """A turn row (events and alternatives decoded) with its personal data removed."""
     out = dict(turn)
-    capture = turn.get("decision") == "capture" or turn.get("state") == "siren_capture"
+    capture = turn.get("speaker") != "bot" and (turn.get("decision") == "capture"
+                                                or turn.get("state") == "siren_capture")
     out["text"] = redact_text(turn.get("text"), all_numbers=capture)
     if turn.get("dtmf") and turn.get("state") in ("siren_capture", "ended"):
         out["dtmf"] = "*"
