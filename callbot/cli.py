@@ -82,7 +82,7 @@ def render_all(config: Config, kb, tts) -> tuple[int, int]:
 
 
 def cmd_train(args) -> int:
-    from .intents import train
+    from .intents import activate, train
     from .kb import check_kb, load_kb
 
     config = _config(args)
@@ -99,7 +99,6 @@ def cmd_train(args) -> int:
                         threads=config.asr.threads,
                         models_dir=config.paths.models)
     path = config.paths.models / config.nlu.model
-    clf.save(path)
     th = report.thresholds
     print(f"cross-validated ({args.folds} folds): in-scope accuracy {report.cv_accuracy:.3f}, "
           f"out-of-scope rejected {report.cv_oos_rejected:.3f}, "
@@ -109,7 +108,10 @@ def cmd_train(args) -> int:
     if report.confusions:
         print("most frequent confusions (expected -> got, count): " + "; ".join(
             f"{a} -> {b} ({n})" for a, b, n in report.confusions[:5]))
-    print(f"saved {path} ({report.seconds:.1f} s)")
+    before = activate(clf, path, force=args.force)
+    was = f"; the model it replaces ({before:.3f}) is kept as {path.name}.prev" \
+        if before is not None else ""
+    print(f"saved {path} ({report.seconds:.1f} s){was}")
     if not args.no_render:
         from .tts import SpeechCache, cache_root, load_tts
 
@@ -280,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the intent classifier and pre-render all answers")
     tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     tr.add_argument("--no-render", action="store_true", help="skip the speech pre-rendering")
+    tr.add_argument("--force", action="store_true", help="activate the new model even if it "
+                    "is more than 2 points less accurate than the one in service")
     tr.set_defaults(func=cmd_train)
 
     nlu = sub.add_parser("nlu", help="intent classification")

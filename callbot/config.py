@@ -119,6 +119,7 @@ class TranscriptsConfig:
     enabled: bool
     url: str = field(metadata=rule(parse=_db_url))   # "" = SQLite in paths.data
     retention_days: int = field(metadata=POSITIVE)
+    journal_max_mb: int = field(metadata=POSITIVE)   # per worker journal (database outages)
     debug_personal_data: bool = False   # logs carry personal data: troubleshooting only
 
 
@@ -172,6 +173,7 @@ class ConsoleConfig:
     port: int = field(metadata=POSITIVE)
     cookie_secure: str = field(metadata=rule(choices=("auto", "always", "never")))
     session_minutes: int = field(metadata=POSITIVE)
+    idle_minutes: int = field(metadata=POSITIVE)
     max_failures: int = field(metadata=POSITIVE)
     lockout_minutes: int = field(metadata=POSITIVE)
     page_size: int = field(metadata=POSITIVE)
@@ -198,6 +200,14 @@ class RecognitionConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (see default.toml)."""
+
+    listen: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig
     asr: AsrConfig
@@ -209,6 +219,7 @@ class Config:
     console: ConsoleConfig
     recording: RecordingConfig
     recognition: RecognitionConfig
+    metrics: MetricsConfig
     source: str = "embedded default"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -235,6 +246,7 @@ SECTIONS: dict[str, type] = {
     "console": ConsoleConfig,
     "recording": RecordingConfig,
     "recognition": RecognitionConfig,
+    "metrics": MetricsConfig,
 }
 
 

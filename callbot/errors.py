@@ -25,5 +25,9 @@ class ModelMissing(CallbotError):
     """A model the configuration needs is not installed."""
 
 
+class ModelRefused(CallbotError):
+    """A newly trained model is worse than the one in place: it was not activated."""
+
+
 class KbError(CallbotError):
     """A knowledge-base file is malformed: names the file and the line."""

@@ -6,7 +6,8 @@ Two kinds of records live here, both plain data:
   in a :class:`Turn` (one exchange: what the caller did, what the bot decided).
 * The **call events** a :class:`~callbot.session.CallSession` emits, in call order, to every
   :class:`CallObserver`: speech started, partial, final, turn decided (with its latency),
-  barge-in, a turn taken back, a holding prompt for a slow answer, the bot done speaking, the call's audio, the ending handed
+  barge-in, a turn taken back, a holding prompt for a slow answer, the answer's first frame
+  (what the caller waited), the bot done speaking, the call's audio, the ending handed
   over, a failure. The transcript recorder, the simulator, the SIP runner (its log and its
   messages to the SIP main loop) are observers; a metrics exporter is one more. Whoever
   drives a session pushes frames and pulls audio; what happened comes back as events.
@@ -130,6 +131,8 @@ class Final:
     quick: bool = False     # ended early: the request was complete, or the voice was done
     at_ms: int = 0
     turn_done: float | None = None   # the end-of-turn model's last verdict (0-1), if asked
+    silence_ms: int | None = None    # silence heard after the last voiced frame: the wait for
+                                     # the end of turn (None: not from audio)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class TurnDecided:
     decode_ms: float | None = None
     speech_ms: int | None = None
     quick: bool = False
+    nlu_ms: float | None = None      # understanding the words (classifier and dialogue)
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,20 @@ class HeldOn:
 
     text: str
     waited_ms: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class AnswerStarted:
+    """The first frame of the answer to the caller's words left for the line: what the
+    caller waited, from the end of their speech (``waited_ms``), and its parts, wall-clock:
+    the silence that ended the turn, the recognizer's work, and the rest (understanding,
+    speech synthesis or cache, the frames queued before it, a holding prompt)."""
+
+    waited_ms: float
+    end_of_turn_ms: float
+    recognition_ms: float
+    answer_ms: float
     at_ms: int
 
 
@@ -212,7 +230,7 @@ class Failed:
 
 
 CallEvent = (SpeechStarted | Partial | Final | TurnDecided | BargeIn | TakenBack | HeldOn
-             | PlaybackDrained | CallAudio | Ended | Failed)
+             | AnswerStarted | PlaybackDrained | CallAudio | Ended | Failed)
 
 
 class CallObserver(Protocol):

@@ -10,8 +10,10 @@ and unseen topics are both rejected.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 from .augment import noisy_copies
 from .config import Config
 from .embedding import E5, SentenceEncoder, embedding_text, encode_all, load_encoder
-from .errors import ModelMissing
+from .errors import ModelMissing, ModelRefused
 from .kb import OUT_OF_SCOPE, KnowledgeBase
 from .replies import is_follow_up
 from .text import normalize
@@ -328,13 +330,38 @@ class IntentClassifier:
 
     # --- persistence -------------------------------------------------------------------
     def save(self, path: Path) -> None:
+        """Write the model where running bots pick it up, never half-written: a temporary
+        file of its own (a console retrain and `callbot train` may save at once), synced to
+        disk with its folder, renamed into place. The model it replaces stays as
+        ``<name>.prev`` (hard link first: there is always a model at ``path``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump({"format": FORMAT_VERSION, "model": self.model,
-                         "thresholds": self.thresholds.__dict__, "kb_digest": self.kb_digest,
-                         "report": self.report}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(path)   # atomic: a running bot never reads half a model
+        fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump({"format": FORMAT_VERSION, "model": self.model,
+                             "thresholds": self.thresholds.__dict__,
+                             "kb_digest": self.kb_digest, "report": self.report}, f,
+                            protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            if path.exists():
+                prev_tmp = tmp.with_suffix(".prev.tmp")
+                os.link(path, prev_tmp)
+                os.replace(prev_tmp, path.with_name(path.name + ".prev"))
+                # rename(2) between two links of one file does nothing and succeeds (saves
+                # racing on the same model): the temporary link must still go
+                prev_tmp.unlink(missing_ok=True)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)              # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
 
     @classmethod
     def load(cls, path: Path, models_dir: Path | None = None, threads: int = 0,
@@ -354,6 +381,42 @@ class IntentClassifier:
                                f"run `callbot train` again")
         return cls(data["model"], Thresholds(**data["thresholds"]), data.get("kb_digest", ""),
                    data.get("report", {}), models_dir or path.parent, threads, encoders)
+
+
+def report_of(path: Path) -> dict:
+    """The training report saved with a model ({} when there is no readable model of this
+    version: it is simply replaced)."""
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except Exception:   # noqa: BLE001 - missing, truncated, another version: no report
+        return {}
+    if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+        return {}
+    return data.get("report") or {}
+
+
+MAX_ACCURACY_DROP = 0.02   # cross-validated in-scope accuracy a new model may lose
+
+
+def activate(clf: IntentClassifier, path: Path, force: bool = False) -> float | None:
+    """Put a newly trained model in service at ``path`` (see :meth:`IntentClassifier.save`),
+    unless its cross-validated accuracy is more than 2 points below the model in place: a
+    bad edit of the knowledge base must not reach callers unnoticed. Returns the old
+    accuracy (None: no model, or one without a report)."""
+    before = report_of(path).get("cv_accuracy")
+    after = clf.report.get("cv_accuracy")
+    if not force and before is not None and after is not None \
+            and after < before - MAX_ACCURACY_DROP:
+        raise ModelRefused(
+            f"the new model was not activated: its cross-validated accuracy is "
+            f"{after:.3f} against {before:.3f} for the model in service "
+            f"({(before - after) * 100:.1f} points less; at most "
+            f"{MAX_ACCURACY_DROP * 100:.0f} allowed). Check the phrasings changed since "
+            f"(`callbot kb check`, the review queue), or `callbot train --force` to "
+            f"activate it anyway.")
+    clf.save(path)
+    return before
 
 
 def load_classifier(config: Config, encoders: Callable[[str], SentenceEncoder] | None = None

@@ -75,7 +75,8 @@ class Listener:
             result = self._finish()
             events.append(Final(result.text.strip(), result.confidence, result.engine,
                                 self.speech_ms, (time.perf_counter() - t0) * 1000,
-                                cut=Mark.CUT in step.marks, at_ms=at_ms))
+                                cut=Mark.CUT in step.marks, at_ms=at_ms,
+                                silence_ms=self.endpointer.silence_ms))
         return events
 
     def _finish(self) -> Transcript:
@@ -109,16 +110,20 @@ class Listener:
 
     def end_now(self, at_ms: int = 0) -> Final:
         """Close the utterance now with a full decode (no hypothesis was ready)."""
+        silence = self.endpointer.silence_ms
         t0 = time.perf_counter()
         result = self._finish()
         self.endpointer.end_now()
         return Final(result.text.strip(), result.confidence, result.engine, self.speech_ms,
-                     (time.perf_counter() - t0) * 1000, quick=True, at_ms=at_ms)
+                     (time.perf_counter() - t0) * 1000, quick=True, at_ms=at_ms,
+                     silence_ms=silence)
 
     def end_with(self, hypothesis: Transcript, at_ms: int = 0) -> Final:
         """Close the utterance now on ``hypothesis``: the caller's request is complete."""
+        silence = self.endpointer.silence_ms
         t0 = time.perf_counter()
         result = self.recognizer.commit(hypothesis)
         self.endpointer.end_now()
         return Final(result.text.strip(), result.confidence, result.engine, self.speech_ms,
-                     (time.perf_counter() - t0) * 1000, quick=True, at_ms=at_ms)
+                     (time.perf_counter() - t0) * 1000, quick=True, at_ms=at_ms,
+                     silence_ms=silence)

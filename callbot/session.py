@@ -25,8 +25,9 @@ from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
 from .errors import CallbotError
 from .dialogue import Dialogue, State
-from .events import (BargeIn, CallAudio, CallEvent, CallObserver, Ended, Ending, Failed, Final,
-                     HeldOn, PlaybackDrained, Say, SpeechStarted, Turn, TurnDecided)
+from .events import (AnswerStarted, BargeIn, CallAudio, CallEvent, CallObserver, Ended,
+                     Ending, Failed, Final, HeldOn, PlaybackDrained, Say, SpeechStarted, Turn,
+                     TurnDecided)
 from .holding import process_alarm
 from .intents import IntentClassifier, load_classifier
 from .kb import KnowledgeBase, load_kb
@@ -38,14 +39,27 @@ GAP_MS = 150   # pause between two sentences of one reply
 log = logging.getLogger("callbot.session")
 
 
+@dataclass(frozen=True)
+class Understanding:
+    """The knowledge base and the classifier trained from it: swapped together, never one
+    without the other."""
+
+    kb: KnowledgeBase
+    classifier: IntentClassifier
+    stamp: tuple[int, int, int]
+
+
 @dataclass
 class Engines:
     """Per-process resources: knowledge base, classifier, recognizer engine, speech cache.
 
     A retrained classifier (``callbot train``, or the console's retrain) replaces the model
-    file atomically; :meth:`refresh`, called as each call starts, picks it up (with the
-    knowledge base it was trained from), so new calls use it and calls in progress finish
-    with the one they started with.
+    file atomically. :meth:`refresh`, called as each call starts, only looks at the file; a
+    new one is loaded by a thread of its own (unpickling took 1-2 s on the call path before,
+    every call of the worker frozen meanwhile), put in service for the calls that start
+    after it is ready, in one assignment, then frozen out of the garbage collector's reach
+    (a full collection over the models' objects stalled calls ~90 ms). Calls in progress
+    finish with the one they started with.
     """
 
     config: Config
@@ -58,13 +72,20 @@ class Engines:
     # The sentence encoder by name, when it is served by the machine's recognition service
     # (None: each classifier loads it in this process).
     encoders: Callable[[str], SentenceEncoder] | None = None
+    log: Callable[..., None] | None = None     # log(event, **fields): reloads said
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _loader: threading.Thread | None = field(default=None, repr=False)
+    _tried: tuple[int, int, int] = (0, 0, 0)   # the last file a load was started for
+    _current: Understanding | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._current = Understanding(self.kb, self.classifier, self.model_stamp)
 
     @classmethod
     def load(cls, config: Config, asr: bool = True,
              log: Callable[..., None] | None = None) -> "Engines":
         """``log(event, **fields)`` hears what the recognition client has to say (lost
-        service, local fallback)."""
+        service, local fallback) and the model reloads."""
         from .asr import load_asr
         from .tts import cache_root, load_tts
 
@@ -82,23 +103,54 @@ class Engines:
         if asr and config.endpointing.turn_model:
             from .smartturn import load_smart_turn
             turn_model = load_smart_turn(config.paths.models)
-        return cls(config, kb, classifier, tts, asr_engine, turn_model, stamp, encoders)
+        return cls(config, kb, classifier, tts, asr_engine, turn_model, stamp, encoders, log)
+
+    def understanding(self) -> Understanding:
+        """The knowledge base and classifier in service now (one read: a consistent pair)."""
+        assert self._current is not None
+        return self._current
 
     def refresh(self) -> bool:
-        """Reload the classifier and the KB if the model file changed; True if reloaded."""
+        """Start loading the model file if it changed (never waits for it); True if a load
+        was started."""
         stamp = _stamp(self.config)
-        if stamp == self.model_stamp:
+        if stamp == self._current.stamp or stamp == self._tried:
             return False
         with self._lock:
-            if stamp == self.model_stamp:
+            if stamp == self._current.stamp or stamp == self._tried \
+                    or (self._loader is not None and self._loader.is_alive()):
                 return False
-            try:
-                kb = load_kb(self.config.paths.kb)
-                classifier = load_classifier(self.config, self.encoders)
-            except CallbotError:
-                return False          # half-edited KB or model: keep serving the old one
-            self.kb, self.classifier, self.model_stamp = kb, classifier, stamp
+            self._tried = stamp
+            self._loader = threading.Thread(target=self._reload, args=(stamp,),
+                                            name="model-reload", daemon=True)
+            self._loader.start()
             return True
+
+    def wait_reload(self, timeout: float | None = None) -> None:
+        """Wait for a load under way (tests, tools)."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
+
+    def _reload(self, stamp: tuple[int, int, int]) -> None:
+        import gc
+
+        t0 = time.perf_counter()
+        try:
+            kb = load_kb(self.config.paths.kb)
+            classifier = load_classifier(self.config, self.encoders)
+        except CallbotError as exc:   # half-edited KB or model: keep serving the old one
+            log.warning("new model not loaded (%s); calls go on with the previous one", exc)
+            if self.log is not None:
+                self.log("model_reload_failed", error=str(exc))
+            return
+        self._current = Understanding(kb, classifier, stamp)
+        self.kb, self.classifier, self.model_stamp = kb, classifier, stamp
+        gc.collect()
+        gc.freeze()
+        if self.log is not None:
+            self.log("model_reloaded", load_s=round(time.perf_counter() - t0, 2),
+                     accuracy=classifier.report.get("cv_accuracy"))
 
 
 def _stamp(config: Config) -> tuple[int, int, int]:
@@ -111,30 +163,58 @@ def _stamp(config: Config) -> tuple[int, int, int]:
 
 
 class Playback:
-    """Bot audio waiting to be sent, as whole frames. Thread-safe for one reader and one writer."""
+    """Bot audio waiting to be sent, as whole frames. Thread-safe for one reader and one writer.
+
+    ``taken`` counts the frames that left the queue (played or flushed by a barge-in), so
+    a frame queued now is known by its position ``end`` until it is played.
+    """
 
     def __init__(self, frame_len: int):
         self.frame_len = frame_len
         self.silence = b"\x00" * frame_len
         self.frames: deque[bytes] = deque()
+        self.taken = 0
+        self._lock = threading.Lock()
 
     def extend(self, pcm: bytes, rate: int = TELEPHONY_RATE) -> None:
         self.frames.extend(split_frames(pcm, rate, FRAME_MS))
 
     def pull(self) -> bytes:
-        try:
-            return self.frames.popleft()
-        except IndexError:
-            return self.silence
+        with self._lock:
+            try:
+                frame = self.frames.popleft()
+            except IndexError:
+                return self.silence
+            self.taken += 1
+            return frame
 
     def flush(self) -> int:
-        n = len(self.frames)
-        self.frames.clear()
-        return n
+        with self._lock:
+            n = len(self.frames)
+            self.frames.clear()
+            self.taken += n
+            return n
+
+    @property
+    def end(self) -> int:
+        """The position the next queued frame will have."""
+        with self._lock:
+            return self.taken + len(self.frames)
 
     @property
     def playing(self) -> bool:
         return bool(self.frames)
+
+
+@dataclass
+class _Awaited:
+    """An answer queued, waiting for its first frame to be played (caller-perceived latency)."""
+
+    first: int          # the position of its first frame in the playback queue
+    voice_at: float     # time.monotonic() of the caller's last voiced frame
+    ended_at: float     # ...of the frame that ended the turn (the decode followed)
+    heard_at: float     # ...when the words reached the dialogue
+    played_at: float = 0.0
 
 
 class CallSession:
@@ -151,7 +231,9 @@ class CallSession:
         self.engines = engines
         self.config = engines.config
         self.call_id = call_id
-        self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue)
+        understanding = engines.understanding()
+        self.dialogue = Dialogue(understanding.kb, understanding.classifier,
+                                 self.config.dialogue)
         self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE)
                          if engines.asr is not None else None)
         self.turn_taker = (TurnTaker(self.listener, self.dialogue, self.config.endpointing,
@@ -171,13 +253,18 @@ class CallSession:
         self._lock = threading.Lock()
         # No dead air (callbot.holding): the alarm may queue the holding prompt while a
         # decode holds self._lock; _hold_lock orders it with the answer's audio.
-        self._hold_text = engines.kb.prompts.get("holding", "")
+        self._hold_text = understanding.kb.prompts.get("holding", "")
         self._hold_ms = self.config.endpointing.hold_after_ms if self._hold_text else 0
         self._hold_lock = threading.Lock()
         self._hold_armed = False           # the caller is silent in an utterance, unanswered
         self._hold_deadline = 0.0          # when the alarm is set for (time.monotonic())
         self._held: int | None = None      # the prompt was played, waited_ms (not yet told)
         self._held_in_turn = False         # played for this turn already
+        # Caller-perceived latency: the answer waiting for its first frame (set on the call
+        # thread, marked played on the clock thread, told as AnswerStarted on the call thread).
+        self._voice_at = 0.0               # time.monotonic() of the last voiced caller frame
+        self._push_at = 0.0                # ...of the frame being pushed
+        self._awaited: _Awaited | None = None
 
     # --- inputs ----------------------------------------------------------------------------
     def start(self) -> Turn:
@@ -187,6 +274,7 @@ class CallSession:
     def push(self, frame: bytes) -> None:
         """20 ms of caller audio (8 kHz 16-bit mono); advances the call clock."""
         with self._lock:
+            self._push_at = time.monotonic()
             self.clock_ms += FRAME_MS
             try:
                 bot = self._sent.popleft()
@@ -202,6 +290,8 @@ class CallSession:
             self._arm_hold()
             events = (self.turn_taker.feed(frame, self.clock_ms, self.playback.playing)
                       if self.turn_taker is not None else [])
+            if self.listener is not None and self.listener.voiced:
+                self._voice_at = self._push_at
             for ev in events:
                 self._emit(ev)
                 if isinstance(ev, SpeechStarted):
@@ -211,6 +301,7 @@ class CallSession:
                     self._heard(ev.text, ev)
             self._arm_hold()
             self._tell_held()
+            self._tell_answered()
             speaking = self.listener.in_speech if self.listener else False
             if self.playback.playing or speaking or self.ending is not None:
                 self.quiet_ms = 0
@@ -284,6 +375,9 @@ class CallSession:
         """The next 20 ms of bot audio (silence when there is nothing to say)."""
         frame = self.playback.pull()
         self._sent.append(frame)
+        awaited = self._awaited
+        if awaited is not None and not awaited.played_at and self.playback.taken > awaited.first:
+            awaited.played_at = time.monotonic()
         return frame
 
     @property
@@ -308,21 +402,42 @@ class CallSession:
     def _heard(self, text: str, final: Final | None) -> Turn:
         """The caller's words for this turn: decide, queue the answer, tell the observers."""
         t0 = time.perf_counter()
+        heard_at = time.monotonic()
         self.quiet_ms = 0
         turn = self.dialogue.hear(text)
+        nlu_ms = (time.perf_counter() - t0) * 1000
         if final is not None:
             turn.asr_engine, turn.asr_confidence = final.engine, final.confidence
         self._disarm_hold()          # from here the answer's audio follows any holding prompt
         self._tell_held()
+        # Known before the answer is queued: the clock thread may play it at once.
+        awaited = _Awaited(self.playback.end, self._voice_at, self._push_at, heard_at) \
+            if final is not None and self._voice_at else None
+        self._awaited = awaited
         self._play(turn)
+        if awaited is not None and self.playback.end == awaited.first:
+            self._awaited = None     # nothing to say (the answer was only a transfer or none)
         latency = (time.perf_counter() - t0) * 1000 if turn.bot_text else None
         quick = final is not None and final.quick
         self._emit(TurnDecided(turn, self.clock_ms, latency,
                                final.decode_ms if final is not None else None,
-                               final.speech_ms if final is not None else None, quick))
+                               final.speech_ms if final is not None else None, quick, nlu_ms))
         if self.turn_taker is not None:
             self.turn_taker.answered(turn, quick)
         return turn
+
+    def _tell_answered(self) -> None:
+        """Emit AnswerStarted once the clock thread has played the answer's first frame."""
+        awaited = self._awaited
+        if awaited is None or not awaited.played_at:
+            return
+        self._awaited = None
+        a = awaited
+        self._emit(AnswerStarted(
+            waited_ms=(a.played_at - a.voice_at) * 1000,
+            end_of_turn_ms=max(0.0, (a.ended_at - a.voice_at) * 1000),
+            recognition_ms=max(0.0, (a.heard_at - a.ended_at) * 1000),
+            answer_ms=(a.played_at - a.heard_at) * 1000, at_ms=self.clock_ms))
 
     def _decided(self, turn: Turn) -> Turn:
         """A turn no caller words started (greeting, silence, key)."""
@@ -379,6 +494,9 @@ class CallSession:
     def _barge_in(self) -> None:
         if self.playback.playing:
             dropped = self.playback.flush()
+            awaited = self._awaited
+            if awaited is not None and not awaited.played_at:
+                self._awaited = None      # the answer never reached the caller
             self._emit(BargeIn(played_ms=dropped * FRAME_MS, at_ms=self.clock_ms))
 
     def _play(self, turn: Turn) -> Turn:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 TAIL_S = 0.3    # after the last frame is pulled, let it cross the jitter buffer before BYE
 HOLD_GAP_S = 1.5   # longest silence a caller hears while a transfer is pending
+BYE_GIVE_UP_S = 40.0   # our BYE unanswered this long (past its 32 s transaction): call over
 REASONS = {403: "Forbidden", 486: "Busy Here"}
 
 
@@ -65,6 +66,7 @@ class CallContext:
     settings: "TelephonySettings"
     engines: "Engines"
     store: Any                       # the worker's transcript store, or None
+    metrics: Any                     # the worker's SipMetrics, or None (not collected)
     ports: "PortPool"
     pool: "RunnerPool"
     log: "Log"
@@ -127,6 +129,8 @@ class BotCall(pj.Call):
         self.opened = time.monotonic()
         self.stats: dict = {}
         self.stats_at = 0.0
+        self.alive_check_at = 0.0         # next check that pjsua still holds the session
+        self.hangup_sent_at = 0.0
         self.bridged_at = 0.0
         self.confirmed = False            # the caller's ACK came
         self.media_seen = False           # ...and at least one RTP packet
@@ -134,6 +138,7 @@ class BotCall(pj.Call):
         self.dtmf_count = 0
         self.flood_logged = False
         self.recorder = None            # callbot.transcripts.CallRecorder once talking
+        self.metered = None             # callbot.metrics.CallMetrics once talking
         self.error = ""                 # why the call broke, for its transcript
 
     # --- SIP callbacks (main thread) ----------------------------------------------------------
@@ -141,6 +146,10 @@ class BotCall(pj.Call):
         try:
             info = self.getInfo()
         except pj.Error:
+            # pjsua already ended the INVITE session ("INVITE session already terminated"):
+            # this was its last state change. Returning here once left the call, and its
+            # slot, held until the worker stopped (a soak: 6 of 8 lines held for minutes).
+            self.gone_unseen("session ended before its state could be read")
             return
         self.sip_call_id = self.sip_call_id or info.callIdString
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.refused:
@@ -207,6 +216,8 @@ class BotCall(pj.Call):
     # --- driven by the worker's main loop --------------------------------------------------
     def answer_with(self, code: int, reason: str = "") -> None:
         """200 answers; anything else refuses the INVITE (403, 486, 503...)."""
+        if self.context.metrics is not None:
+            self.context.metrics.response(code)
         if code >= 300:
             self.refused = True
             self.phase = Phase.GONE
@@ -218,7 +229,10 @@ class BotCall(pj.Call):
             self.hangup(prm)
         else:
             self.phase = Phase.ANSWERED
-            self.answer(_op(200))
+            try:
+                self.answer(_op(200))
+            except pj.Error as exc:   # cancelled by the caller while we decided
+                self.gone_unseen(f"not answered: {exc.info(False).strip()[:120]}")
 
     def on_action(self, action: Action) -> None:
         if action.kind == "ended":
@@ -325,6 +339,18 @@ class BotCall(pj.Call):
         """The call's clock, on the main loop whatever its media: a call that never gets
         audio, or lasts too long, is ended here (a slot is never held by a silent INVITE)."""
         sip = self.context.settings.sip
+        if self.phase is Phase.GONE:
+            return
+        if now >= self.alive_check_at:
+            self.alive_check_at = now + 1.0
+            if not self._session_alive():
+                self.gone_unseen("INVITE session ended without a state change")
+                return
+        if self.phase is Phase.HANGUP_SENT:
+            if now - self.hangup_sent_at >= BYE_GIVE_UP_S:
+                # the far end never answered our BYE, nor did any proxy: the call is over
+                self.gone_unseen(f"no answer to BYE within {BYE_GIVE_UP_S:g} s")
+            return
         if not self.media_seen and now - self.opened >= sip.media_timeout_s:
             # no audio stream (a=sendonly, a=inactive), no ACK, or no RTP packet at all
             self.force_hangup("no_media", f"no audio within {sip.media_timeout_s:g} s "
@@ -371,14 +397,34 @@ class BotCall(pj.Call):
         if self.phase in (Phase.HANGUP_SENT, Phase.GONE):
             return
         self.phase = Phase.HANGUP_SENT
+        self.hangup_sent_at = time.monotonic()
         self.hung_up_by = self.hung_up_by or "bot"
         self._disconnect()
         try:
             self.hangup(_op())
-        except pj.Error:
-            pass
+        except pj.Error as exc:
+            # nothing left to hang up: pjsua ended the session already
+            self.gone_unseen(f"hang-up refused: {exc.info(False).strip()[:120]}")
+            return
         if self.bridge is not None:
             self.bridge.hangup_quietly()
+
+    def _session_alive(self) -> bool:
+        try:
+            return bool(self.isActive())
+        except pj.Error:
+            return False
+
+    def gone_unseen(self, why: str) -> None:
+        """The call ended without pjsua telling us (its session is gone, or our BYE got no
+        answer at all): log it, and free the call's slot as if it had been disconnected."""
+        if self.phase is Phase.GONE:
+            return
+        self.context.log("call_lost", call=self.sip_call_id, key=self.key, why=why,
+                         phase=self.phase.value)
+        if not self.hung_up_by:
+            self.hung_up_by = "lost"
+        self.teardown(0, why)
 
     def teardown(self, code: int, reason: str) -> None:
         """The call is over (BYE, CANCEL, error, shutdown): log it, stop its runner, close
@@ -417,20 +463,25 @@ class BotCall(pj.Call):
     # --- transcript ---------------------------------------------------------------------
     def record_transfer(self, result: str) -> None:
         """The final outcome of the transfer, as the SIP side saw it (last one wins)."""
+        if self.metered is not None:
+            self.metered.transfer(self.transfer.reason if self.transfer else "",
+                                  result.split(":", 1)[0])
         if self.recorder is not None:
             self.recorder.transfer_result(self.context.settings.transfer.queue_uri, result)
 
     def close_transcript(self, code: int, reason: str) -> None:
         """The call is over: outcome from the dialogue, or "error" if the call broke."""
         recorder, self.recorder = self.recorder, None
-        if recorder is None:
-            return
+        metered, self.metered = self.metered, None
+        outcome, detail = None, None
         if self.error:
-            recorder.close("error", detail=self.error[:300])
+            outcome, detail = "error", self.error[:300]
         elif self.hung_up_by == "shutdown":
-            recorder.close("error", detail="worker shut down during the call")
-        else:
-            recorder.close()
+            outcome, detail = "error", "worker shut down during the call"
+        if metered is not None:
+            metered.close(outcome)
+        if recorder is not None:
+            recorder.close(outcome, detail=detail)
 
     # --- media ----------------------------------------------------------------------------
     def _start_session(self) -> None:
@@ -440,8 +491,9 @@ class BotCall(pj.Call):
         except pj.Error:
             from_uri = ""
         self.recorder = new_recorder(w.store, self.sip_call_id, from_uri, w.worker_port)
+        self.metered = w.metrics.call() if w.metrics is not None else None
         self.runner = CallRunner(self.key, w.engines, self.sip_call_id, self.inbox, w.post,
-                                 w.log, self.recorder)
+                                 w.log, [o for o in (self.recorder, self.metered) if o])
         if self.recorder is not None:
             w.log("transcript", call=self.sip_call_id, id=self.recorder.info.call_id,
                   **w.log.personal(caller=self.recorder.info.caller_number))
@@ -460,9 +512,14 @@ class BotCall(pj.Call):
             self.media = media
             return
         new = [m for m in media if m.getPortId() not in {x.getPortId() for x in self.media}]
-        for am in new:
-            am.startTransmit(self.port)
-            self.port.startTransmit(am)
+        try:
+            for am in new:
+                am.startTransmit(self.port)
+                self.port.startTransmit(am)
+        except pj.Error as exc:
+            self.error = f"media: {exc.info(False).strip()[:200]}"
+            self.force_hangup("media_error", self.error)
+            return
         self.media = media
 
     def _disconnect(self) -> None:

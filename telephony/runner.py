@@ -117,19 +117,18 @@ class CallRunner:
 
     The call's outputs are observers of its session: the runner itself (it posts the ending,
     and the end of its own sentences, to the main loop), the JSON log, and the transcript
-    recorder when there is one (it also gets the caller/bot audio when [recording] is on).
+    ``outputs``: the transcript recorder (it also gets the caller/bot audio when [recording]
+    is on) and the call's metrics, when there are.
     """
 
     def __init__(self, key: int, engines: Engines, call_id: str,
                  inbox: "queue.SimpleQueue[bytes]", post: Callable[[Action], None], log: Log,
-                 recorder: CallObserver | None = None) -> None:
+                 outputs: list[CallObserver] | None = None) -> None:
         self.key = key
         self.post = post
         self.saying = False          # a sentence of ours (say_then_report) is being played
         self.logged = LogObserver(log, call_id)
-        observers: list[CallObserver] = [self, self.logged]
-        if recorder is not None:
-            observers.append(recorder)
+        observers: list[CallObserver] = [self, self.logged, *(outputs or [])]
         self.session = CallSession(engines, call_id, observers=observers)
         self.inbox = inbox
         self.commands: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()

@@ -19,6 +19,8 @@ and refuses INVITEs that do not carry the front's secret. The supervisor
   and kills (then restarts) one that misses 3 probes in a row: a wedged process answers
   nothing;
 - forwards every worker's JSON events to its stdout with ``"worker": i`` added;
+- serves ``/metrics`` on ``[metrics] listen`` for every worker together
+  (:mod:`telephony.metrics`);
 - runs the transcripts' retention (``callbot.transcripts.purge``) at start and every 24 h;
 - on SIGTERM, passes it on (the workers drain), waits ``drain_timeout_s`` + 10 s, kills
   what is left, stops Kamailio last (draining calls still send their BYEs through it), and
@@ -43,8 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from callbot.errors import CallbotError
+from callbot.metrics import MetricsServer, parse_listen, registry_for
 
-from . import lifecycle, probe
+from . import lifecycle, metrics, probe
 from .front import Front
 from .jsonlog import JsonLog
 from .priority import recognition_nice
@@ -119,6 +122,9 @@ class Supervisor:
         # A worker host behind another host's front has no front of its own.
         self.front = Front(settings, self.log, self.secret, self.pids) \
             if w.front == "local" else None
+        # Prometheus: the workers write to this folder, this process serves the sum.
+        self.metrics_dir = Path(settings.core.paths.data) / "sip" / "metrics"
+        self.metrics_server: MetricsServer | None = None
         self.t0 = time.monotonic()
         self.announced = False
         self.stopping = False
@@ -157,6 +163,8 @@ class Supervisor:
         cores."""
         env = dict(os.environ)
         env["CALLBOT_WORKERS_FRONT_SECRET"] = self.secret
+        if self.metrics_server is not None:
+            env[metrics.ENV] = str(self.metrics_dir)
         if self.recognition_socket:
             env["CALLBOT_RECOGNITION_SOCKET"] = self.recognition_socket
         if self.jemalloc:
@@ -233,6 +241,8 @@ class Supervisor:
             who = {"worker": slot.index} if slot.role == "worker" else {}
             self.log(f"{slot.role}_exited", **who, pid=proc.pid, code=code,
                       uptime_s=round(uptime, 1), restart_in_s=slot.backoff_s)
+            if slot.role == "worker" and self.metrics_server is not None:
+                metrics.process_gone(self.metrics_dir, proc.pid)
             slot.proc = None
             slot.restarts += 1
             slot.next_start = now + slot.backoff_s
@@ -270,6 +280,7 @@ class Supervisor:
             self.log("stale_stopped", process=what)
         if self.front is not None:
             self.front.prepare()      # refuse to start on a front Kamailio rejects
+        self.serve_metrics()
         if self.recognition is not None:
             self.spawn(self.recognition)   # loads its models while the workers load theirs
         for slot in self.slots:
@@ -286,6 +297,36 @@ class Supervisor:
             self._open_front(now)
             time.sleep(0.2)
         return self.shutdown()
+
+    def serve_metrics(self) -> None:
+        """The /metrics endpoint of every worker together (nothing if [metrics] listen is
+        empty); a port already taken stops ``serve`` with what to change."""
+        m = self.settings.core.metrics
+        listen = parse_listen(m.listen, m.path)
+        if listen is None:
+            return
+        metrics.fresh_folder(self.metrics_dir)
+        restarts = metrics.scraped(
+            "callbot_worker_restarts", "Workers restarted by callbot serve (crash, hang, "
+            "recycle)", lambda: sum(s.restarts for s in self.slots), counter=True)
+        backlog = metrics.scraped(
+            "callbot_transcript_backlog", "Transcript operations waiting for the database",
+            self.transcript_backlog)
+        registry = registry_for(str(self.metrics_dir), extra=[restarts, backlog])
+        self.metrics_server = MetricsServer(listen, registry)
+        host, port = self.metrics_server.address[:2]
+        self.log("metrics", url=f"http://{host}:{port}{listen.path}")
+
+    def transcript_backlog(self) -> float | None:
+        """Operations waiting for the database in the workers' journals (None: unknown)."""
+        if not self.settings.core.transcripts.enabled:
+            return None
+        from callbot.transcripts import journal_backlog
+
+        try:
+            return journal_backlog(self.settings.core)
+        except OSError:
+            return None
 
     def _open_front(self, now: float) -> None:
         """The front once every worker is ready (then kept alive); said once."""
@@ -343,6 +384,8 @@ class Supervisor:
                 rec.reader.join(2)
         # Last: draining calls sent their BYEs (record-routed) through the front.
         front = self.front.stop() if self.front is not None else None
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         self.pids.release()
         self.log("stopped", codes={s.index: (s.proc.returncode if s.proc else None)
                                     for s in self.slots}, front=front)

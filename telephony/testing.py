@@ -41,7 +41,8 @@ def free_port(kind: str = "both") -> int:
 
 
 def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOT_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CALLBOT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -112,6 +113,8 @@ def serve_config(folder: Path, workers: int = 2, extra: str = "",
         "sip": {"port": front, "rtp_port_range": 40},
         "workers": {"count": workers, "base_sip_port": base, "base_rtp_port": rtp,
                     "health_interval_s": 1.0, "drain_timeout_s": 3.0},
+        # a free port: tests and benchmarks run beside each other and beside `make run`
+        "metrics": {"listen": f"127.0.0.1:{free_port('tcp')}"},
     }
     tables["workers"].update(workers_table or {})
     for name, values in sections.items():

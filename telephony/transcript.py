@@ -34,9 +34,11 @@ def worker_name(port: int) -> str:
     return f"{socket.gethostname()}/worker-{port}"
 
 
-def open_worker_store(config: Config) -> TranscriptStore | None:
+def open_worker_store(config: Config, port: int) -> TranscriptStore | None:
+    """The worker's store; what a previous process of this slot left in its journal is
+    written from the start, not from the first call."""
     try:
-        return open_store(config, strict=False)
+        return open_store(config, strict=False, worker=worker_name(port))
     except Exception:   # a bad URL or driver: no transcripts, but calls are still answered
         log.exception("transcripts: store not opened; calls go on unrecorded")
         return None

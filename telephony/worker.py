@@ -54,6 +54,7 @@ from . import pjlib
 from .call import BotCall, BridgeCall, CallContext
 from .dispatcher import FRONT_HEADER
 from .media import PortPool
+from .metrics import SipMetrics, worker_metrics
 from .priority import COMPUTE_NICE, compute_nice, make_this_thread_realtime, run_lowered
 from .runner import Action, Log, RunnerPool
 from .settings import TelephonySettings, load_settings
@@ -175,6 +176,7 @@ class Worker:
         self.pool: RunnerPool | None = None
         self.context: CallContext | None = None   # what calls get of this worker (start)
         self.store = None                 # the process's transcript store (opened in start)
+        self.metrics: SipMetrics | None = None   # when `callbot serve` collects them
         self.secret = settings.workers.front_secret
         self.registrars = registrar_addresses(settings.sip.accounts)
 
@@ -192,13 +194,15 @@ class Worker:
             stack, self.stack = self.stack, None
             stack.destroy()          # nothing else exists yet: a clean exit, not an abort
             raise
-        self.store = open_worker_store(self.settings.core)
+        self.store = open_worker_store(self.settings.core, self.port)
+        self.metrics = worker_metrics()
         self.pool = RunnerPool(sip.max_calls + 2, self.stack.ep.libRegisterThread,
                                self.compute_nice)
         self.ports = PortPool(sip.max_calls + 2, on_clock=self._clock_priority)
         self.context = CallContext(
-            settings=self.settings, engines=self.engines, store=self.store, ports=self.ports,
-            pool=self.pool, log=self.log, worker_port=self.port, post=self.post,
+            settings=self.settings, engines=self.engines, store=self.store,
+            metrics=self.metrics, ports=self.ports, pool=self.pool, log=self.log,
+            worker_port=self.port, post=self.post,
             forget=self.forget, bury=self.bury,
             bridge_ports=lambda: self.stack.ep.mediaActivePorts() if self.stack else None)
         self.account = self._account(None)

@@ -272,7 +272,7 @@ def test_password_hash_command():
                        cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     hashed = r.stdout.strip()
-    assert hashed.startswith("scrypt$") and verify_password("a long enough password", hashed)
+    assert hashed.startswith("scrypt$131072$8$1$") and verify_password("a long enough password", hashed)
     assert not verify_password("another password", hashed)
     assert "[[console.users]]" in r.stderr
     r = subprocess.run([sys.executable, "-m", "callbot", "console", "hash-password"],
@@ -338,12 +338,16 @@ def test_calls_filters_paging_and_call_page(site):
     assert c.get("/call?id=nope").status == 404
 
 
-def test_recording_is_served(site):
+def test_recording_is_served_to_editors(site):
     c = Client(site.base)
-    c.login("bob")
+    c.login("alice")
     r = c.request("GET", "/call/recording?id=c-resolved")
     assert r.status == 200 and r.header("content-type") == "audio/wav"
     assert c.get("/call/recording?id=nope").status == 404
+    bob = Client(site.base)
+    bob.login("bob")
+    r = bob.get("/call/recording?id=c-resolved")
+    assert r.status == 403 and "read-only" in r.text
 
 
 # --- review queue and knowledge base ------------------------------------------------------

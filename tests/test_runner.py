@@ -42,7 +42,7 @@ def test_a_caller_who_hangs_up_during_the_decode_is_still_written(engines):
         inbox.put(f)
     turns = Turns()
     runner = CallRunner(1, engines, "hangup-during-decode", inbox, post=lambda a: None,
-                        log=lambda *a, **k: None, recorder=turns)
+                        log=lambda *a, **k: None, outputs=[turns])
     order: list[str] = []
     decoding = threading.Event()
     recognizer = runner.session.listener.recognizer

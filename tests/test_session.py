@@ -153,7 +153,10 @@ def test_answers_come_from_the_prerendered_cache(engines, kb):
 
 
 def test_new_calls_pick_up_a_retrained_model(config, tmp_path):
-    """The model file is replaced atomically; calls started afterwards use the new one."""
+    """The model file is replaced atomically and loaded off the call path: the call that
+    notices it starts with the model in service, calls after the load use the new one, and
+    calls in progress keep theirs."""
+    import gc
     import shutil
 
     from callbot.intents import IntentClassifier
@@ -168,10 +171,16 @@ def test_new_calls_pick_up_a_retrained_model(config, tmp_path):
     clf = IntentClassifier.load(models / cfg.nlu.model)
     clf.thresholds.confident = 0.42
     clf.save(models / cfg.nlu.model)
+    frozen = gc.get_freeze_count()
+    noticing = CallSession(engines, "noticing")      # starts the load, does not wait for it
+    assert noticing.dialogue.classifier is old
+    engines.wait_reload(60)
     fresh = CallSession(engines, "fresh")
     assert fresh.dialogue.classifier is not old
     assert fresh.dialogue.classifier.thresholds.confident == 0.42
-    assert running.dialogue.classifier is old
+    assert engines.understanding().kb is fresh.dialogue.kb
+    assert running.dialogue.classifier is old and noticing.dialogue.classifier is old
+    assert gc.get_freeze_count() > frozen             # the new model is out of the GC's way
 
 
 def test_announce_speaks_outside_the_dialogue(engines):
@@ -229,12 +238,14 @@ def test_quick_end_when_the_request_is_already_understood(engines, config):
     final, silence = _turn_end(taker, goodbye)
     assert final.quick and normalize(final.text) == "au revoir"
     assert ep.quick_end_ms <= tail + silence < ep.end_silence_ms
+    assert final.silence_ms == tail + silence        # the wait the caller heard, recorded
     assert not taker.listener.in_speech
     # The same words with the quick end off: the full end-of-turn silence.
     off = _taker(engines, config, dataclasses.replace(ep, quick_end="off"))
     final, silence = _turn_end(off, goodbye)
     assert not final.quick and normalize(final.text) == "au revoir"
     assert tail + silence >= ep.end_silence_ms
+    assert final.silence_ms == tail + silence
 
 
 def test_no_quick_end_for_what_is_not_understood(engines, config):

@@ -251,7 +251,9 @@ def test_an_unusable_sqlite_folder_never_breaks_a_call(config, tmp_path, text_en
     _rec, session = run_call(text_engines, store, "nowhere", [("say", "au revoir")])
     assert session.ended.is_set()
     store.writer._stopping.set()          # do not wait for retries at teardown
-    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    # said once each: the database, and the journal that cannot be kept in the same folder
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and "cannot keep a journal" in errors[1]
 
 
 # --- schema -------------------------------------------------------------------------------

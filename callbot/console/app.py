@@ -23,6 +23,7 @@ from ..transcripts.db import StoreError
 from ..transcripts.store import TranscriptStore, open_store
 from . import routes_auth, routes_calls, routes_export, routes_review
 from .auth import Authenticator, Sessions
+from .grouping import ReviewGroups
 from .retrain import Retrainer
 from .web import HERE, Console, SecurityHeaders, error_page, templates
 
@@ -31,10 +32,12 @@ log = logging.getLogger("callbot.console")
 
 def create_app(config: Config, store: TranscriptStore | None = None) -> Starlette:
     """The console for ``config``; ``store`` defaults to the configured transcript store."""
-    console = Console(config=config, store=store or open_store(config),
-                      sessions=Sessions(config.console.session_minutes),
-                      auth=Authenticator(config.console), retrainer=Retrainer(config),
-                      templates=templates())
+    store = store or open_store(config)
+    c = config.console
+    console = Console(config=config, store=store,
+                      sessions=Sessions(store, c.session_minutes, c.idle_minutes),
+                      auth=Authenticator(c, store), retrainer=Retrainer(config),
+                      templates=templates(), groups=ReviewGroups())
 
     async def store_down(request: Request, exc: Exception) -> Response:
         log.error("console: %s", exc)

@@ -1,135 +1,96 @@
-"""Who is logged in, and the guards around it: sessions, CSRF tokens, login lockout.
+"""Logging in: the configured users, their password checks, and the lockout in front.
 
-Sessions live on the server (a random token in the cookie, nothing else), so logging out
-or restarting the console really ends them, and the cookie carries no data to forge.
-Every form carries the session's CSRF token; SameSite=Strict is the second lock. Failed
-logins are counted per user name and per client address, and both are locked out after
-[console] max_failures, so a guesser can neither hammer one account nor spray many.
+Every form carries the session's CSRF token (see :mod:`.sessions`); SameSite=Strict is the
+second lock. Attempts are counted per user name and per client address *before* the
+password is checked (:mod:`.lockout`), so a guesser can neither hammer one account nor
+spray many, even with parallel requests.
+
+Password hashes made with weaker scrypt parameters than today's are replaced at the next
+successful login. The configuration file is the administrator's and is not rewritten: the
+stronger hash goes to the ``console_users`` table of the transcript database, which takes
+precedence only while the configured hash is still the one it replaced (a password reset
+in the file always wins).
 """
 
 from __future__ import annotations
 
-import hmac
-import secrets
-import threading
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..config import ConsoleConfig, ConsoleUser
-from .passwords import DUMMY_HASH, verify_password
+from ..transcripts.db import Connection, StoreError
+from ..transcripts.store import TranscriptStore
+from .lockout import LoginGuard
+from .passwords import HashingBusy, dummy_hash, hash_password, needs_upgrade, verify_password
+from .sessions import COOKIE, EDITOR, READONLY, Session, Sessions
 
-COOKIE = "callbot_session"
-MAX_ANONYMOUS = 5000     # login-form sessions kept at most (a flood of GET /login stays small)
-EDITOR, READONLY = "editor", "readonly"
+__all__ = ["COOKIE", "EDITOR", "READONLY", "Authenticator", "LoginResult", "Session",
+           "Sessions"]
 
-
-@dataclass
-class Session:
-    token: str
-    csrf: str
-    expires: float
-    user: str | None = None
-    role: str | None = None
-    flash: list[tuple[str, str]] = field(default_factory=list)   # (level, message)
-
-    @property
-    def can_edit(self) -> bool:
-        return self.role == EDITOR
-
-    def check_csrf(self, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf, str(token))
+log = logging.getLogger("callbot.console")
 
 
-class Sessions:
-    """Server-side sessions; anonymous ones exist only to carry the login form's CSRF token."""
-
-    def __init__(self, minutes: int):
-        self.lifetime = minutes * 60
-        self._by_token: dict[str, Session] = {}
-        self._lock = threading.Lock()
-
-    def new(self, user: str | None = None, role: str | None = None) -> Session:
-        lifetime = self.lifetime if user else 3600
-        s = Session(token=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32),
-                    expires=time.time() + lifetime, user=user, role=role)
-        with self._lock:
-            self._expire()
-            anonymous = [t for t, x in self._by_token.items() if x.user is None]
-            for token in anonymous[:max(0, len(anonymous) - MAX_ANONYMOUS + 1)]:
-                del self._by_token[token]          # the oldest first (dicts keep order)
-            self._by_token[s.token] = s
-        return s
-
-    def get(self, token: str | None) -> Session | None:
-        if not token:
-            return None
-        with self._lock:
-            s = self._by_token.get(token)
-            if s is not None and s.expires < time.time():
-                del self._by_token[token]
-                return None
-            return s
-
-    def drop(self, token: str) -> None:
-        with self._lock:
-            self._by_token.pop(token, None)
-
-    def _expire(self) -> None:
-        now = time.time()
-        for token in [t for t, s in self._by_token.items() if s.expires < now]:
-            del self._by_token[token]
-
-
-class LoginGuard:
-    """Failed attempts per key (a user name, an address); a key is locked once it has
-    failed max_failures times, for lockout_s."""
-
-    def __init__(self, max_failures: int, lockout_s: float):
-        self.max_failures = max_failures
-        self.lockout_s = lockout_s
-        self._failures: dict[str, int] = {}
-        self._locked_until: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def locked_for(self, *keys: str) -> float:
-        """Seconds left of the longest lockout among ``keys`` (0: not locked)."""
-        now = time.time()
-        with self._lock:
-            return max((self._locked_until.get(k, 0.0) - now for k in keys), default=0.0) \
-                if keys else 0.0
-
-    def failed(self, *keys: str) -> None:
-        with self._lock:
-            for k in keys:
-                n = self._failures.get(k, 0) + 1
-                if n >= self.max_failures:
-                    self._locked_until[k] = time.time() + self.lockout_s
-                    n = 0
-                self._failures[k] = n
-
-    def succeeded(self, *keys: str) -> None:
-        with self._lock:
-            for k in keys:
-                self._failures.pop(k, None)
+@dataclass(frozen=True)
+class LoginResult:
+    user: ConsoleUser | None        # None: refused
+    locked_s: float = 0.0           # lockout left (0: none)
+    checked: bool = False           # the password was checked (False: refused by the lockout)
+    busy: bool = False              # not checked: too many checks waiting (try again soon)
 
 
 class Authenticator:
-    """The configured users and the lockout in front of them."""
+    """The configured users, their (possibly upgraded) hashes, and the lockout."""
 
-    def __init__(self, config: ConsoleConfig):
+    def __init__(self, config: ConsoleConfig, store: TranscriptStore):
         self.users: dict[str, ConsoleUser] = {u.name: u for u in config.users}
+        self.store = store
         self.guard = LoginGuard(config.max_failures, config.lockout_minutes * 60)
+        dummy_hash()        # made now, not by the first logins with an unknown name
 
-    def login(self, name: str, password: str, address: str) -> tuple[ConsoleUser | None, float]:
-        """(the user, 0) on success; (None, seconds locked) or (None, 0) on failure."""
+    def stored_hash(self, user: ConsoleUser) -> str:
+        """The hash to check: the upgraded one if it still stands for the configured one."""
+        row = self.store.read(lambda conn: conn.one(
+            "SELECT password_hash, replaces FROM console_users WHERE name = ?", (user.name,)))
+        if row is not None and row["replaces"] == user.password_hash:
+            return row["password_hash"]
+        return user.password_hash
+
+    def login(self, name: str, password: str, address: str) -> LoginResult:
         keys = (f"user:{name.lower()}", f"addr:{address}")
-        wait = self.guard.locked_for(*keys)
+        wait = self.guard.admit(*keys)
         if wait > 0:
-            return None, wait
+            return LoginResult(None, wait, checked=False)
         user = self.users.get(name)
-        ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+        try:
+            stored = self.stored_hash(user) if user else dummy_hash()
+            ok = verify_password(password, stored)
+        except HashingBusy:             # the attempt stays counted: a flood gains nothing
+            return LoginResult(None, self.guard.locked_for(*keys), busy=True)
         if user is None or not ok:
-            self.guard.failed(*keys)
-            return None, max(0.0, self.guard.locked_for(*keys))
+            return LoginResult(None, self.guard.locked_for(*keys), checked=True)
         self.guard.succeeded(*keys)
-        return user, 0.0
+        if needs_upgrade(stored):
+            self._upgrade(user, password)
+        return LoginResult(user, 0.0, checked=True)
+
+    def _upgrade(self, user: ConsoleUser, password: str) -> None:
+        """Store a hash with today's parameters; a database that refuses it costs nothing
+        but the upgrade (the login goes on, the next one tries again)."""
+        try:
+            stronger = hash_password(password)
+        except HashingBusy:
+            return                      # the next login upgrades it
+
+        def upsert(conn: Connection) -> None:
+            conn.execute("INSERT INTO console_users (name, password_hash, replaces, updated_at) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                         "password_hash = excluded.password_hash, replaces = excluded.replaces, "
+                         "updated_at = excluded.updated_at",
+                         (user.name, stronger, user.password_hash, time.time()))
+        try:
+            self.store.write(upsert)
+            log.info("console: password hash of %s upgraded (kept in the transcript "
+                     "database, table console_users)", user.name)
+        except StoreError as exc:
+            log.warning("console: password hash of %s not upgraded: %s", user.name, exc)

@@ -112,7 +112,7 @@ class Retrainer:
             s.step = "fitting the final model"
 
     def _run(self) -> None:
-        from ..intents import IntentClassifier, train
+        from ..intents import IntentClassifier, activate, train
         from ..kb import check_kb, load_kb
 
         s = self.status
@@ -133,7 +133,7 @@ class Retrainer:
                                 threads=self.config.asr.threads,
                                 models_dir=self.config.paths.models)
             s.step = "saving the model"
-            clf.save(self.model_path)
+            activate(clf, self.model_path)     # refused (with why) if clearly worse
             IntentClassifier.load(self.model_path, self.config.paths.models)     # readable before we say it is done
             s.after, s.n_after = report.cv_accuracy, report.n_phrasings
             s.progress, s.step, s.state = 1.0, "done", DONE

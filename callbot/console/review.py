@@ -108,15 +108,42 @@ def cluster(items: list[dict[str, Any]], similarity: float = SIMILARITY) -> list
         idx = [i for i, lab in enumerate(labels) if lab == label]
         sub = sim[np.ix_(idx, idx)]
         centre = idx[int(np.argmax(sub.mean(axis=1)))]
-        members = sorted((items[i] for i in idx), key=lambda it: -(it.get("at") or 0))
         n = len(idx)
         cohesion = float((sub.sum() - n) / (n * (n - 1))) if n > 1 else 1.0
-        suggestion = _suggestion(members)
-        # Preselecting a guess the classifier itself rejected would invite a hasty "Assign".
-        half = any(m.get("decision") in ("confirm", "confident") for m in members)
-        groups.append(Group(items=members, representative=items[centre],
-                            suggestion=suggestion, preselect=suggestion if half else None,
-                            cohesion=cohesion, keys=[item_key(m) for m in members],
-                            variants=_variants(members)))
-    groups.sort(key=lambda g: (-g.size, -max(it.get("at") or 0 for it in g.items)))
+        groups.append(_group([items[i] for i in idx], items[centre], cohesion))
+    _sort(groups)
     return groups
+
+
+def _group(members: list[dict[str, Any]], representative: dict[str, Any],
+           cohesion: float = 1.0) -> Group:
+    members = sorted(members, key=lambda it: -(it.get("at") or 0))
+    suggestion = _suggestion(members)
+    # Preselecting a guess the classifier itself rejected would invite a hasty "Assign".
+    half = any(m.get("decision") in ("confirm", "confident") for m in members)
+    return Group(items=members, representative=representative, suggestion=suggestion,
+                 preselect=suggestion if half else None, cohesion=cohesion,
+                 keys=[item_key(m) for m in members], variants=_variants(members))
+
+
+def _sort(groups: list[Group]) -> None:
+    groups.sort(key=lambda g: (-g.size, -max(it.get("at") or 0 for it in g.items)))
+
+
+def refit(groups: list[Group], items: list[dict[str, Any]]) -> list[Group]:
+    """An earlier grouping fitted to the queue as it is now, while the new one is computed:
+    utterances handled since then leave their group (a supervisor never acts twice on one),
+    and utterances that came since stand alone, each in a group of its own."""
+    current = {item_key(it): it for it in items if normalize(it.get("text") or "")}
+    placed: set[str] = set()
+    out: list[Group] = []
+    for g in groups:
+        members = [current[k] for k in g.keys if k in current]
+        if not members:
+            continue
+        placed.update(item_key(m) for m in members)
+        rep = current.get(item_key(g.representative), members[0])
+        out.append(g if len(members) == g.size else _group(members, rep, g.cohesion))
+    out += [_group([it], it) for k, it in current.items() if k not in placed]
+    _sort(out)
+    return out

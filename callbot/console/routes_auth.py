@@ -17,11 +17,11 @@ from .web import Console, page, safe_next
 def routes(console: Console) -> list[Route]:
     async def login_form(request: Request, error: str | None = None, status: int = 200,
                          name: str = "") -> Response:
-        s = console.session(request)
+        s = await console.session(request)
         if s is not None and s.user is not None and error is None:
             return RedirectResponse(safe_next(request.query_params.get("next")), 303)
         if s is None or s.user is not None:
-            s = console.sessions.new()
+            s = console.sessions.new()          # anonymous: in memory, no database write
         request.state.session = None
         response = console.templates.TemplateResponse(
             request, "login.html", {"csrf": s.csrf, "error": error, "name": name,
@@ -33,22 +33,27 @@ def routes(console: Console) -> list[Route]:
 
     async def login(request: Request) -> Response:
         form = await request.form()
-        s = console.session(request)
+        s = await console.session(request)
         name = str(form.get("name", "")).strip()
         if s is None or not s.check_csrf(form.get("csrf")):      # type: ignore[arg-type]
             return await login_form(request, "The login form expired: please try again.", 400,
                                     name)
         address = request.client.host if request.client else "unknown"
-        user, wait = await console.db(console.auth.login, name, str(form.get("password", "")),
-                                      address)
+        result = await console.db(console.auth.login, name, str(form.get("password", "")),
+                                  address)
+        user = result.user
+        if user is None and result.busy:
+            return await login_form(request, "The console is busy checking other logins: "
+                                             "please try again in a minute.", 503, name)
         if user is None:
-            if wait > 0:
-                minutes = max(1, round(wait / 60))
-                return await login_form(request, f"Too many failed attempts: try again in "
-                                                 f"{minutes} minute(s).", 429, name)
-            return await login_form(request, "Wrong user name or password.", 401, name)
-        console.sessions.drop(s.token)
-        fresh = console.sessions.new(user.name, user.role)
+            wrong = "Wrong user name or password. " if result.checked else ""
+            if result.locked_s > 0:
+                minutes = max(1, round(result.locked_s / 60))
+                return await login_form(request, f"{wrong}Too many failed attempts: try again "
+                                                 f"in {minutes} minute(s).", 429, name)
+            return await login_form(request, wrong.strip(), 401, name)
+        await console.db(console.sessions.drop, s.token)
+        fresh = await console.db(console.sessions.new, user.name, user.role)
         target = safe_next(str(form.get("next", "/")))
         response = RedirectResponse(target, 303)
         console.set_cookie(request, response, fresh)
@@ -56,7 +61,7 @@ def routes(console: Console) -> list[Route]:
 
     @page(console)
     async def logout(request: Request) -> Response:
-        console.sessions.drop(request.state.session.token)
+        await console.db(console.sessions.drop, request.state.session.token)
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
                                secure=console.secure_cookie(request))

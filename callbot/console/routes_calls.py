@@ -15,11 +15,17 @@ from ..errors import KbError
 from ..kb import Roles, load_kb
 from ..transcripts import stats as stats_mod
 from ..transcripts.records import OUTCOMES
+from ..transcripts.redact import redact_call, redact_turn
 from ..transcripts.store import CallFilter
 from .charts import day_bars, hbars, meter
 from .web import Console, page
 
 PERIODS = (7, 30, 90, 365)
+# The caller-perceived wait and its parts (stats.PARTS), as the dashboard names them.
+WAIT_PARTS = (("total", "Total", "end of speech → first answer audio"),
+              ("end_of_turn", "End of turn", "silence waited before taking the turn"),
+              ("recognition", "Recognition", "decode after the end of speech"),
+              ("answer", "Answer", "transcript → first answer audio queued"))
 
 
 def _midnight(d: date) -> float:
@@ -89,7 +95,7 @@ def routes(console: Console) -> list[Route]:
             "not_understood": meter(s.not_understood_rate, "Not-understood rate"),
         }
         return console.render(request, "dashboard.html", s=s, days=days, periods=PERIODS,
-                              charts=charts, nav="dashboard")
+                              charts=charts, wait_parts=WAIT_PARTS, nav="dashboard")
 
     @page(console)
     async def api_stats(request: Request) -> Response:
@@ -120,13 +126,23 @@ def routes(console: Console) -> list[Route]:
             return console.render(request, "error.html", 404,
                                   message=f"No call {call_id!r} in the transcripts.")
         turns = await console.db(store.turns, call_id)
-        recording = bool(row["recording"]) and (store.recordings / row["recording"]).is_file()
+        if not request.state.session.can_edit:
+            # what the caller said, without their numbers and addresses (as in exports);
+            # the caller's number stays for the page to mask
+            row = {**redact_call(row), "caller_number": row["caller_number"]}
+            turns = [redact_turn(t) for t in turns]
+        recording = (request.state.session.can_edit and bool(row["recording"])
+                     and (store.recordings / row["recording"]).is_file())
         return console.render(request, "call.html", call=row, turns=turns,
                               recording=recording, nav="calls",
                               offset0=turns[0]["at"] if turns else row["started_at"])
 
     @page(console)
     async def recording(request: Request) -> Response:
+        if not request.state.session.can_edit:
+            return console.render(request, "error.html", 403,
+                                  message="Recordings are for editors: your account is "
+                                          "read-only. Ask an editor to listen to this call.")
         row = await console.db(store.get_call, request.query_params.get("id", ""))
         if row is None or not row["recording"]:
             return console.render(request, "error.html", 404, message="No recording.")

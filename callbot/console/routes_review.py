@@ -14,7 +14,6 @@ from starlette.routing import Route
 from ..kb import OUT_OF_SCOPE, load_kb
 from ..transcripts.records import ASSIGNED, DISMISSED, OUT_OF_SCOPE_ACTION
 from .kbedit import KbEditError, add_phrasing
-from .review import cluster
 from .web import Console, page
 
 ACTIONS = {"assign": ASSIGNED, "out_of_scope": OUT_OF_SCOPE_ACTION, "dismiss": DISMISSED}
@@ -34,14 +33,14 @@ def routes(console: Console) -> list[Route]:
     async def review(request: Request) -> Response:
         below = console.config.console.review_below
         items = await console.db(store.review_candidates, below)
-        groups = await console.db(cluster, items)
+        grouping = await console.db(console.groups.get, items)   # never clusters here
         intents = await console.db(_intents, console)
         recent = await console.db(store.reviews, 15)
         changed = await console.db(console.retrainer.kb_changed)
-        return console.render(request, "review.html", groups=groups, intents=intents,
-                              n_items=len(items), below=below, recent=recent,
-                              status=console.retrainer.status, kb_changed=changed,
-                              nav="review")
+        return console.render(request, "review.html", groups=grouping.groups,
+                              grouped=grouping.ready, intents=intents, n_items=len(items),
+                              below=below, recent=recent, status=console.retrainer.status,
+                              kb_changed=changed, nav="review")
 
     @page(console, edit=True)
     async def review_action(request: Request) -> Response:

@@ -24,10 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Config
 from ..transcripts.records import OUTCOME_LABELS
-from ..transcripts.redact import mask_number
+from ..transcripts.redact import mask_number, redact_text
 from ..transcripts.store import TranscriptStore
 from .auth import COOKIE, Authenticator, Session, Sessions
 from .charts import confidence_bar
+from .grouping import ReviewGroups
 from .retrain import Retrainer
 
 HERE = Path(__file__).parent
@@ -47,6 +48,7 @@ class Console:
     auth: Authenticator
     retrainer: Retrainer
     templates: Jinja2Templates
+    groups: ReviewGroups
 
     def secure_cookie(self, request: Request) -> bool:
         mode = self.config.console.cookie_secure
@@ -57,8 +59,18 @@ class Console:
                             secure=self.secure_cookie(request), path="/",
                             max_age=int(session.expires - time.time()))
 
-    def session(self, request: Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(COOKIE))
+    async def session(self, request: Request) -> Session | None:
+        """The request's session (read from the database off the event loop). A logged-in
+        session whose user left the configuration ends; a changed role applies at once."""
+        s = await run_in_threadpool(self.sessions.get, request.cookies.get(COOKIE))
+        if s is None or s.user is None:
+            return s
+        user = self.auth.users.get(s.user)
+        if user is None:
+            await run_in_threadpool(self.sessions.drop, s.token)
+            return None
+        s.role = user.role
+        return s
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Run a blocking store call off the event loop."""
@@ -70,9 +82,12 @@ class Console:
         if s:
             s.flash.clear()
         editor = bool(s and s.can_edit)
+        # Read-only supervisors see what callers said without the numbers and addresses in
+        # it (the same redaction as exports), and caller numbers masked.
         ctx.update(session=s, user=s.user if s else None, role=s.role if s else None,
                    can_edit=editor, csrf=s.csrf if s else "", flashes=flashes,
-                   caller=(lambda n: n or "") if editor else mask_number)
+                   caller=(lambda n: n or "") if editor else mask_number,
+                   said=(lambda t: t or "") if editor else (lambda t: redact_text(t) or ""))
         return self.templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
 
@@ -111,7 +126,7 @@ def page(console: Console, edit: bool = False) -> Callable[[Endpoint], Endpoint]
     def deco(fn: Endpoint) -> Endpoint:
         @wraps(fn)
         async def handler(request: Request) -> Response:
-            s = console.session(request)
+            s = await console.session(request)
             if s is None or s.user is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target, safe='')}", 303)

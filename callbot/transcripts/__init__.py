@@ -12,9 +12,11 @@ Public API (the SIP worker, the simulator, the console)::
     recorder.close()                                # or close("error", detail="...")
 
     purge(config)                                    # retention, once a day
+    journal_backlog(config)                          # writes waiting for the database
 """
 
 from .db import StoreError
+from .journal import journal_backlog
 from .recorder import CallRecorder
 from .records import (
                       CALLER_HANGUP,
@@ -41,6 +43,7 @@ __all__ = [
                       "PurgeReport",
                       "StoreError",
                       "TranscriptStore",
+                      "journal_backlog",
                       "open_store",
                       "purge",
 ]

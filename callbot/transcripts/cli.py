@@ -1,4 +1,4 @@
-"""`callbot transcripts list|show|export|purge`: the store from a terminal.
+"""`callbot transcripts list|show|export|purge|status`: the store from a terminal.
 
 Registered through the "callbot.commands" entry point, like every layer's commands.
 """
@@ -148,9 +148,42 @@ def cmd_purge(args) -> int:
     return 0
 
 
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    s = max(0, int(time.time() - ts))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def cmd_status(args) -> int:
+    """What waits in the journals for the database: read from the files, so it works while
+    the database is down (when it matters)."""
+    from ..config import load_config
+    from .journal import journal_folder, journal_states
+
+    config = load_config(getattr(args, "config", None))
+    states = journal_states(config, check_owner=True)
+    folder = journal_folder(config)
+    if not states:
+        print(f"no operation waits for the database (journals in {folder})")
+        return 0
+    print(f"{'waiting':>8}  {'oldest':>7}  {'lost':>6}  {'process':8}  journal")
+    for s in states:
+        owner = "running" if s.in_use else "stopped"
+        print(f"{s.operations:>8}  {_ago(s.oldest_at):>7}  {s.lost:>6}  {owner:8}  {s.path}")
+    waiting = sum(s.operations for s in states)
+    lost = sum(s.lost for s in states)
+    oldest = min((s.oldest_at for s in states if s.oldest_at is not None), default=None)
+    print(f"{waiting} operation(s) wait for the database (oldest {_ago(oldest)} ago); "
+          f"{lost} lost")
+    if any(s.operations and not s.in_use for s in states):
+        print("a stopped worker's journal is written by the next start of that worker")
+    return 0
+
+
 def register(sub) -> None:
     """Add `transcripts` to the `callbot` command line."""
-    tr = sub.add_parser("transcripts", help="recorded calls: list, show, export, purge")
+    tr = sub.add_parser("transcripts", help="recorded calls: list, show, export, purge, status")
     tsub = tr.add_subparsers(dest="transcripts_command", metavar="ACTION")
 
     def filters(p: argparse.ArgumentParser, outcome: bool = True) -> None:
@@ -182,3 +215,7 @@ def register(sub) -> None:
     pu = tsub.add_parser("purge", help="delete transcripts and recordings older than "
                                        "[transcripts] retention_days")
     pu.set_defaults(func=cmd_purge)
+
+    st = tsub.add_parser("status", help="operations waiting in the journals for the database "
+                                        "(count, oldest age) and any lost")
+    st.set_defaults(func=cmd_status)

@@ -10,8 +10,8 @@ Wiring (SIP worker or simulator)::
 
 It is a :class:`~callbot.events.CallObserver`: each :class:`~callbot.events.TurnDecided`
 becomes a caller row (speech, key or silence, with the answer's latency) and a bot row (what
-it said, the answer id, every event), queued for the writer thread; ``CallAudio`` events feed
-the stereo recording and the call clock.
+it said, the answer id, every event), one operation journaled for the writer thread;
+``CallAudio`` events feed the stereo recording and the call clock.
 A failure here is logged once and swallowed: recording must never break a call.
 """
 
@@ -23,11 +23,10 @@ import logging
 import re
 import threading
 import time
-from functools import partial
 from typing import Any
 
-from ..events import (BargeIn, CallAudio, CallEvent, Ended, Failed, HangUp, Say, Transfer,
-                      TurnDecided)
+from ..events import (AnswerStarted, BargeIn, CallAudio, CallEvent, Ended, Failed, Final, HangUp, Say,
+                      Transfer, TurnDecided)
 from . import writes
 from .records import (
     CALLER_HANGUP,
@@ -39,6 +38,7 @@ from .records import (
 )
 from .store import TranscriptStore
 from .wavfile import StereoWavWriter
+from .writes import Operation
 
 log = logging.getLogger("callbot.transcripts")
 
@@ -78,6 +78,8 @@ class CallRecorder:
         self.answers = 0
         self._seq = 0
         self._last_bot_seq: int | None = None
+        self._last_speech_seq: int | None = None    # the caller's last spoken turn
+        self._final: Final | None = None       # the recognizer's result the next turn answers
         self._said_error = False
         self._wav: StereoWavWriter | None = None
         self._wav_lock = threading.Lock()
@@ -95,7 +97,7 @@ class CallRecorder:
             except OSError as exc:
                 log.error("transcripts: cannot record call %s to %s: %s", info.call_id,
                           store.recordings, exc.strerror)
-        store.submit(partial(writes.insert_call, self._call_row()))
+        store.submit(Operation.of(writes.insert_call, row=self._call_row()))
 
     # --- events -----------------------------------------------------------------------------
     def on_event(self, event: CallEvent) -> None:
@@ -107,6 +109,10 @@ class CallRecorder:
                     self._audio(event.caller, event.bot)
             elif self.closed:
                 return
+            elif isinstance(event, Final):
+                self._final = event
+            elif isinstance(event, AnswerStarted):
+                self._answered(event)
             elif isinstance(event, TurnDecided):
                 self._turn(event)
             elif isinstance(event, BargeIn):
@@ -115,9 +121,10 @@ class CallRecorder:
             elif isinstance(event, Ended):
                 self.ending = event.ending
                 if isinstance(event.ending, Transfer):
-                    self.store.submit(partial(writes.update_call, self.info.call_id,
-                                              {"transfer_reason": event.ending.reason,
-                                               "summary": event.ending.context.summary}))
+                    self.store.submit(Operation.of(
+                        writes.update_call, call_id=self.info.call_id,
+                        fields={"transfer_reason": event.ending.reason,
+                                "summary": event.ending.context.summary}))
             elif isinstance(event, Failed):
                 self.failure = event
         except Exception:
@@ -140,8 +147,9 @@ class CallRecorder:
         if not self.enabled:
             return
         try:
-            self.store.submit(partial(writes.update_call, self.info.call_id,
-                                      {"transfer_target": target, "transfer_result": result}))
+            self.store.submit(Operation.of(
+                writes.update_call, call_id=self.info.call_id,
+                fields={"transfer_target": target, "transfer_result": result}))
         except Exception:
             self._error("transfer_result")
 
@@ -174,7 +182,7 @@ class CallRecorder:
                        caller_turns=self.caller_turns, answers=self.answers)
             if isinstance(ending, Transfer):
                 row.update(transfer_reason=ending.reason, summary=ending.context.summary)
-            self.store.submit(partial(writes.close_call, row))
+            self.store.submit(Operation.of(writes.close_call, row=row))
         except Exception:
             self._error("close")
 
@@ -191,6 +199,7 @@ class CallRecorder:
 
     def _turn(self, decided: TurnDecided) -> None:
         turn, now, offset = decided.turn, time.time(), decided.at_ms
+        final, self._final = self._final, None
         if turn.ending is not None:
             self.decided = turn.ending
         says = [e for e in turn.events if isinstance(e, Say)]
@@ -200,6 +209,8 @@ class CallRecorder:
         rows: list[dict[str, Any]] = []
         if kind is not None:
             seq = self._next()
+            if kind == "speech":
+                self._last_speech_seq = seq
             rows.append({
                 "call_id": self.info.call_id, "seq": seq, "at": now, "offset_ms": offset,
                 "speaker": "caller", "kind": kind, "text": turn.caller,
@@ -213,7 +224,11 @@ class CallRecorder:
                 "latency_ms": None if decided.latency_ms is None
                 else round(decided.latency_ms, 2),
                 "decode_ms": None if decided.decode_ms is None
-                else round(decided.decode_ms, 2)})
+                else round(decided.decode_ms, 2),
+                # the end-of-turn wait, for the caller-perceived latency (with decode_ms and
+                # latency_ms); None for words that came without audio
+                "endpoint_ms": final.silence_ms if final is not None and kind == "speech"
+                else None})
         if turn.events:
             seq = self._next()
             self._last_bot_seq = seq
@@ -228,11 +243,23 @@ class CallRecorder:
         self.caller_turns += caller
         self.answers += answers
         if rows:
-            self.store.submit(partial(writes.insert_turns, rows, self.info.call_id, caller,
-                                      answers))
+            self.store.submit(Operation.of(writes.insert_turns, rows=rows,
+                                           call_id=self.info.call_id, caller_turns=caller,
+                                           answers=answers))
+
+    def _answered(self, a: AnswerStarted) -> None:
+        """The answer's first frame was played: the caller's wait as measured, in its three
+        parts (their sum is the wait), replaces the estimate written with the turn (the
+        silence on the call clock, the decode alone, the answer until queued)."""
+        if self._last_speech_seq is None:
+            return
+        self._update_turn(self._last_speech_seq, {
+            "endpoint_ms": round(a.end_of_turn_ms, 2), "decode_ms": round(a.recognition_ms, 2),
+            "latency_ms": round(a.answer_ms, 2)})
 
     def _update_turn(self, seq: int, fields: dict[str, Any]) -> None:
-        self.store.submit(partial(writes.update_turn, self.info.call_id, seq, fields))
+        self.store.submit(Operation.of(writes.update_turn, call_id=self.info.call_id, seq=seq,
+                                       fields=fields))
 
     def _close_wav(self) -> None:
         if self._wav is not None:

@@ -3,7 +3,18 @@
 Containment counts the calls the bot handled without a human: those that ended with the
 caller's goodbye, and those where the caller hung up after getting at least one answer (most
 callers do not say goodbye to a machine). Not-understood is the share of caller utterances
-the classifier rejected. Latency is final transcript → first answer frame, per turn.
+the classifier rejected.
+
+Latency is what the caller waits: from the end of their speech to the first audio of the
+answer, in three parts stored per caller turn — the silence the end of turn waited
+(``endpoint_ms``), the recognition after it (``decode_ms``), and the answer until its first
+frame is played (``latency_ms``: dialogue, speech synthesis, a holding prompt). A turn is
+written with estimates (the silence on the call clock, the decode alone, the answer until
+queued); once the answer's first frame has been played, the session's measure of the three
+(:class:`~callbot.events.AnswerStarted`, wall-clock) replaces them, so their sum is what the
+caller waited. The total is their sum, over the turns that have all three (turns recorded
+before ``endpoint_ms`` existed count in the parts only). Each figure is given as p50 / p95
+with its turn count.
 """
 
 from __future__ import annotations
@@ -26,6 +37,37 @@ from .records import (
 from .store import TranscriptStore
 
 
+@dataclass(frozen=True)
+class Percentiles:
+    """p50 / p95 of one latency figure, in ms, over ``n`` turns (None when n = 0)."""
+
+    p50: float | None = None
+    p95: float | None = None
+    n: int = 0
+
+    @classmethod
+    def of(cls, values: list[float]) -> Percentiles:
+        if not values:
+            return cls()
+        a = np.asarray(values, dtype=float)
+        return cls(float(np.percentile(a, 50)), float(np.percentile(a, 95)), len(values))
+
+
+# The caller-perceived wait and its parts, in the dashboard's order.
+PARTS = ("total", "end_of_turn", "recognition", "answer")
+
+
+def _waits(rows: list[dict[str, Any]]) -> dict[str, Percentiles]:
+    """Percentiles of each part over the turns that have it, and of the total over the turns
+    that have every part."""
+    cols = {"end_of_turn": "endpoint_ms", "recognition": "decode_ms", "answer": "latency_ms"}
+    out = {part: Percentiles.of([r[c] for r in rows if r[c] is not None])
+           for part, c in cols.items()}
+    out["total"] = Percentiles.of([sum(r[c] for c in cols.values()) for r in rows
+                                   if all(r[c] is not None for c in cols.values())])
+    return {part: out[part] for part in PARTS}
+
+
 @dataclass
 class Stats:
     since: float
@@ -39,9 +81,10 @@ class Stats:
     top_intents: list[tuple[str, int]] = field(default_factory=list)
     utterances: int = 0
     not_understood: int = 0
-    latency_p50: float | None = None
+    latency_p50: float | None = None      # the answer part (transcript → first audio queued)
     latency_p95: float | None = None
     latency_n: int = 0
+    waits: dict[str, Percentiles] = field(default_factory=dict)   # PARTS → percentiles
 
     @property
     def containment_rate(self) -> float | None:
@@ -104,14 +147,13 @@ def _collect(conn: Connection, since: float, until: float, top: int,
         f"AND t.speaker = 'caller' AND t.decision IN ('confident', 'confirm', 'reject')", p)
     s.utterances = int(row["n"] or 0) if row else 0
     s.not_understood = int(row["rej"] or 0) if row else 0
-    lat = [r["latency_ms"] for r in conn.rows(
-        f"SELECT t.latency_ms AS latency_ms FROM turns t JOIN calls c ON c.id = t.call_id "
-        f"WHERE {rng} AND t.latency_ms IS NOT NULL", p)]
-    if lat:
-        a = np.asarray(lat, dtype=float)
-        s.latency_p50 = float(np.percentile(a, 50))
-        s.latency_p95 = float(np.percentile(a, 95))
-        s.latency_n = len(lat)
+    # Answered caller turns only: the wait is until the answer's first audio.
+    s.waits = _waits(conn.rows(
+        f"SELECT t.endpoint_ms AS endpoint_ms, t.decode_ms AS decode_ms, "
+        f"t.latency_ms AS latency_ms FROM turns t JOIN calls c ON c.id = t.call_id "
+        f"WHERE {rng} AND t.latency_ms IS NOT NULL", p))
+    answer = s.waits["answer"]
+    s.latency_p50, s.latency_p95, s.latency_n = answer.p50, answer.p95, answer.n
     return s
 
 
@@ -133,4 +175,6 @@ def as_dict(s: Stats) -> dict[str, Any]:
             "top_intents": s.top_intents, "utterances": s.utterances,
             "not_understood": s.not_understood, "not_understood_rate": s.not_understood_rate,
             "latency_p50_ms": s.latency_p50, "latency_p95_ms": s.latency_p95,
-            "latency_n": s.latency_n}
+            "latency_n": s.latency_n,
+            "waits_ms": {part: {"p50": w.p50, "p95": w.p95, "n": w.n}
+                         for part, w in s.waits.items()}}

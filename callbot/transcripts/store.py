@@ -1,7 +1,8 @@
 """The transcript store: the queries behind the recorder, the command line and the console.
 
-Writes from calls go through the :class:`~callbot.transcripts.writer.Writer` (never on the
-call's thread); reads and supervisor actions (reviews, purge) run directly on a connection
+Writes from calls are journaled on disk and applied by the
+:class:`~callbot.transcripts.writer.Writer` (the database is never written on the call's
+thread); reads and supervisor actions (reviews, purge) run directly on a connection
 of the calling thread. All SQL here is portable between SQLite and PostgreSQL.
 """
 
@@ -15,13 +16,16 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from ..config import Config
+from . import writes
 from .db import Connection, Database, StoreError
-from .records import ERROR, REVIEW_ACTIONS
-from .wavfile import repair
+from .journal import journal_folder
+from .records import REVIEW_ACTIONS
 from .writer import Writer, is_outage
+from .writes import Operation
 
 log = logging.getLogger("callbot.transcripts")
 T = TypeVar("T")
@@ -29,19 +33,6 @@ T = TypeVar("T")
 # A call still open after this long was lost by a crash: no call lasts two hours
 # (the SIP side hangs up after [sip] max_call_s, 15 minutes by default).
 STALE_OPEN_S = 2 * 3600
-
-CALL_COLUMNS = ("id", "sip_call_id", "started_at", "day", "ended_at", "caller_number",
-                "worker", "outcome", "detail", "transfer_reason", "transfer_target",
-                "transfer_result", "summary", "duration_ms", "caller_turns", "answers",
-                "recording")
-TURN_COLUMNS = ("call_id", "seq", "at", "offset_ms", "speaker", "kind", "text", "asr_engine",
-                "asr_confidence", "intent", "confidence", "decision", "alternatives",
-                "answer_id", "events", "latency_ms", "decode_ms", "barge_in_ms", "dtmf",
-                "state")
-UPDATABLE_TURN = {"barge_in_ms"}
-UPDATABLE_CALL = {"transfer_target", "transfer_result", "transfer_reason", "summary",
-                  "recording"}
-
 
 @dataclass(frozen=True)
 class CallFilter:
@@ -89,7 +80,8 @@ class TranscriptStore:
     def __init__(self, db: Database, config: Config):
         self.db = db
         self.config = config
-        self.writer = Writer(db)
+        self.writer = Writer(db, journal_folder(config),
+                             config.transcripts.journal_max_mb << 20)
         self.opened_at = time.time()
         self.recordings = config.paths.data / "recordings"
         self._local = threading.local()
@@ -124,8 +116,8 @@ class TranscriptStore:
                 return fn(conn)
         return self.read(run)
 
-    def submit(self, op: Callable[[Connection], None]) -> None:
-        """A call's write: queued for the writer thread, never blocking the call."""
+    def submit(self, op: Operation) -> None:
+        """A call's write: journaled for the writer thread, never waiting for the database."""
         self.writer.submit(op)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -140,35 +132,21 @@ class TranscriptStore:
 
     # --- recovery -------------------------------------------------------------------------
     def recover_worker(self, worker: str) -> None:
-        """Once per worker and process: close the calls a previous run of it left open."""
+        """Once per worker and process: write what a previous run of it left in its journal
+        (the first worker named is the process's journal), then close the calls it left
+        open."""
         with self._recover_lock:
             if worker in self._recovered:
                 return
             self._recovered.add(worker)
-        before = self.opened_at
-        self.submit(lambda conn: self._close_open(conn, "c.worker = ? AND c.started_at < ?",
-                                                  [worker, before]))
+        self.writer.bind(worker)
+        self.submit(Operation.of(writes.close_left_open, worker=worker, before=self.opened_at,
+                                 recordings=str(self.recordings)))
 
     def close_stale(self, older_than_s: float = STALE_OPEN_S) -> int:
         """Close as errors the calls open for longer than any call lasts (purge does this)."""
         before = time.time() - older_than_s
-        return self.write(lambda conn: self._close_open(conn, "c.started_at < ?", [before]))
-
-    def _close_open(self, conn: Connection, cond: str, params: list[Any]) -> int:
-        rows = conn.rows(f"SELECT c.id, c.recording FROM calls c WHERE c.outcome IS NULL "
-                         f"AND {cond}", params)
-        last = "COALESCE((SELECT MAX(t.at) FROM turns t WHERE t.call_id = calls.id), started_at)"
-        for row in rows:
-            conn.execute(f"UPDATE calls SET outcome = ?, detail = ?, ended_at = {last}, "
-                         f"duration_ms = CAST(1000 * ({last} - started_at) AS INTEGER) "
-                         f"WHERE id = ? AND outcome IS NULL",
-                         (ERROR, "left open: the process stopped during the call", row["id"]))
-            if row["recording"]:
-                repair(self.recordings / row["recording"])
-        if rows:
-            log.warning("transcripts: %d call(s) left open by a stopped process closed as "
-                        "errors", len(rows))
-        return len(rows)
+        return self.write(partial(writes.close_left_open, None, before, str(self.recordings)))
 
     # --- reads ----------------------------------------------------------------------------
     def list_calls(self, f: CallFilter = CallFilter(), limit: int = 50, offset: int = 0
@@ -301,12 +279,15 @@ def _register_close(store: TranscriptStore) -> None:
     atexit.register(close)
 
 
-def open_store(config: Config, strict: bool = True) -> TranscriptStore:
+def open_store(config: Config, strict: bool = True, worker: str | None = None
+               ) -> TranscriptStore:
     """The store of ``config`` ([transcripts] url, or SQLite in paths.data).
 
     ``strict``: a database that cannot be opened raises StoreError (the command line, the
     console). ``strict=False`` (a SIP worker): it logs one error and returns the store anyway;
     calls go on and their turns are written once the database is reachable.
+    ``worker``: the process records calls as this worker; what a previous process of it left
+    in its journal is written from now on (otherwise from its first call).
     """
     url = config.transcripts.url
     if url:
@@ -320,6 +301,9 @@ def open_store(config: Config, strict: bool = True) -> TranscriptStore:
         if strict:
             raise
         store.writer.failing = True   # said once here; the writer says when it is back
-        log.error("transcripts: %s. Calls go on; turns are written once it is reachable.", exc)
+        log.error("transcripts: %s. Calls go on; turns wait in the journal and are written "
+                  "once it is reachable.", exc)
+    if worker is not None and config.transcripts.enabled:
+        store.recover_worker(worker)
     _register_close(store)
     return store
