@@ -121,6 +121,7 @@ class TranscriptsConfig:
     url: str = field(metadata=rule(parse=_db_url))   # "" = SQLite in paths.data
     retention_days: int = field(metadata=POSITIVE)
     journal_max_mb: int = field(metadata=POSITIVE)   # per worker journal (database outages)
+    debug_personal_data: bool = False   # logs carry personal data: troubleshooting only
 
 
 @dataclass(frozen=True)

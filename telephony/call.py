@@ -175,7 +175,8 @@ class BotCall(pj.Call):
         if not self._dtmf_allowed():
             return
         method = {0: "rfc2833", 1: "sip_info"}.get(prm.method, str(prm.method))
-        self.context.log("dtmf", call=self.sip_call_id, digit=prm.digit, method=method)
+        log = self.context.log
+        log("dtmf", call=self.sip_call_id, method=method, **log.personal(digit=prm.digit))
         if self.runner is not None and self.phase is Phase.TALKING:
             self.runner.dtmf(prm.digit)
 
@@ -267,8 +268,10 @@ class BotCall(pj.Call):
         target = refer_target(ts.queue_uri, headers)
         self.phase = Phase.TRANSFERRING
         self.deadline = time.monotonic() + ts.refer_timeout_s
-        self.context.log("refer", call=self.sip_call_id, target=ts.queue_uri,
-                        headers=dict(headers))
+        log = self.context.log
+        log("refer", call=self.sip_call_id, target=ts.queue_uri,
+            reason=event.reason, intent=event.context.intent,
+            **log.personal(headers=dict(headers)))
         try:
             self.xfer(target, _op(headers=headers))
         except pj.Error as exc:
@@ -503,7 +506,7 @@ class BotCall(pj.Call):
                                  w.log, [o for o in (self.recorder, self.metered) if o])
         if self.recorder is not None:
             w.log("transcript", call=self.sip_call_id, id=self.recorder.info.call_id,
-                  caller=self.recorder.info.caller_number)
+                  **w.log.personal(caller=self.recorder.info.caller_number))
         self.port = w.ports.acquire(self.inbox, self.runner.pull)
         if self.port is None:     # cannot happen with max_calls + 2 ports; be safe anyway
             w.log("error", call=self.sip_call_id, where="media", error="no free call port")

@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from callbot.private import private_dir
+
 MODULES_DIR = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 FRONT_HEADER = "X-Callbot-Front"   # the front's stamp on the INVITEs it passes to workers
 
@@ -243,7 +245,7 @@ failure_route[NEXT_WORKER] {{
 
 def write_config(plan: DispatcherPlan, folder: Path) -> Path:
     """Write kamailio.cfg and dispatcher.list into ``folder``; returns the .cfg path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)   # under paths.data, next to the transcripts: owner-only
     list_file = folder / "dispatcher.list"
     list_file.write_text(dispatcher_list(plan), encoding="utf-8")
     cfg = folder / "kamailio.cfg"

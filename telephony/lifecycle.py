@@ -23,6 +23,8 @@ import socket
 import time
 from pathlib import Path
 
+from callbot.private import private_dir
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -96,7 +98,7 @@ class PidFile:
             pass
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"supervisor": os.getpid(), "children": self.children}))
         tmp.replace(self.path)

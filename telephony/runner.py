@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from callbot.audio import FRAME_MS
-from callbot.events import (BargeIn, CallEvent, CallObserver, Ended, Failed, HeldOn,
-                            CallbackRequested, PlaybackDrained, TakenBack, TurnDecided)
+from callbot.events import (BargeIn, CallbackRequested, CallEvent, CallObserver, Ended, Failed,
+                            HangUp, HeldOn, PlaybackDrained, Say, TakenBack, Transfer, Turn,
+                            TurnDecided)
 from callbot.session import CallSession, Engines
 
 from .jsonlog import JsonLog
@@ -47,30 +48,67 @@ class Action:
 Log = JsonLog   # workers log through the SIP side's one JSON-lines format
 
 
+def turn_fields(turn: Turn) -> dict[str, Any]:
+    """What a turn's log line says of it without personal data: what kind of turn, what was
+    understood and how surely, which answers and prompts were played, how it ended."""
+    kind = ("speech" if turn.caller is not None else "dtmf" if turn.dtmf is not None
+            else "none")
+    ending = next((e for e in turn.events if isinstance(e, (Transfer, HangUp))), None)
+    fields: dict[str, Any] = {
+        "kind": kind, "intent": turn.intent,
+        "confidence": None if turn.confidence is None else round(turn.confidence, 4),
+        "decision": turn.decision, "state": turn.state,
+        "said": [e.key for e in turn.events if isinstance(e, Say)]}
+    if ending is not None:
+        fields["ending"] = {"type": "transfer" if isinstance(ending, Transfer) else "hangup",
+                            "reason": ending.reason}
+    if turn.asr_engine is not None:
+        fields["asr"] = {"engine": turn.asr_engine,
+                         "confidence": None if turn.asr_confidence is None
+                         else round(turn.asr_confidence, 4)}
+    return fields
+
+
 class LogObserver:
     """A call's events as JSON lines in the worker's log (turns, barge-ins, take-backs, the
-    ending, a failure). It also counts the turns, for the call's "hangup" line."""
+    ending, a failure), with ids and outcomes only unless the log takes personal data. It
+    also counts the turns, for the call's "hangup" line."""
 
     def __init__(self, log: Log, call_id: str) -> None:
         self.log = log
         self.call_id = call_id
         self.turns = 0
 
+    def _personal(self, **fields: Any) -> dict[str, Any]:
+        personal = getattr(self.log, "personal", None)   # a plain callable logs none
+        return personal(**fields) if personal is not None else {}
+
     def on_event(self, event: CallEvent) -> None:
         if isinstance(event, TurnDecided):
             self.turns += 1
-            fields = event.turn.to_json()
+            turn = event.turn
+            fields = turn_fields(turn)
             if event.latency_ms is not None:
                 fields["latency_ms"] = round(event.latency_ms, 1)
+            fields.update(self._personal(caller=turn.caller, bot=turn.bot_text, dtmf=turn.dtmf,
+                                         events=[e.to_json() for e in turn.events]))
             self.log("turn", call=self.call_id, **fields)
         elif isinstance(event, BargeIn):
             self.log("barge_in", call=self.call_id, played_ms=event.played_ms)
         elif isinstance(event, TakenBack):
-            self.log("taken_back", call=self.call_id, text=event.text)
+            self.log("taken_back", call=self.call_id, **self._personal(text=event.text))
         elif isinstance(event, HeldOn):
             self.log("held_on", call=self.call_id, waited_ms=event.waited_ms)
         elif isinstance(event, Ended):
-            self.log("ending", call=self.call_id, **event.ending.to_json())
+            ending = event.ending
+            fields = {"type": "transfer" if isinstance(ending, Transfer) else "hangup",
+                      "reason": ending.reason}
+            if isinstance(ending, Transfer):
+                fields.update(intent=ending.context.intent,
+                              intents=list(ending.context.intents),
+                              siren_given=ending.context.siren is not None)
+                fields.update(self._personal(context=ending.to_json()["context"]))
+            self.log("ending", call=self.call_id, **fields)
         elif isinstance(event, Failed):
             self.log("error", call=self.call_id, where=event.where, error=event.error)
         elif isinstance(event, CallbackRequested):
@@ -82,8 +120,8 @@ class CallRunner:
     """Drives one CallSession from a pool thread until the call is over.
 
     The call's outputs are observers of its session: the runner itself (it posts the ending,
-    and the end of its own sentences, to the main loop), the JSON log, and the transcript
-    ``outputs``: the transcript recorder (it also gets the caller/bot audio when [recording]
+    and the end of its own sentences, to the main loop), the JSON log, and ``outputs``: the
+    transcript recorder (it also gets the caller/bot audio when [recording]
     is on) and the call's metrics, when there are.
     """
 

@@ -463,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     log = Log()
     try:
         settings = load_settings(args.config)
+        log.personal_data = settings.core.transcripts.debug_personal_data
+        if log.personal_data:
+            log("personal_data_logged", hint="transcripts.debug_personal_data is on: this "
+                "log carries callers' numbers, words and keys; turn it off once the "
+                "troubleshooting is done")
         port = args.port or settings.sip.port
         rtp = args.rtp_port or settings.sip.rtp_port_start
         t0 = time.perf_counter()

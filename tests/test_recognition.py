@@ -320,7 +320,8 @@ def test_serve_starts_one_service_and_calls_go_on_when_it_dies(tmp_path, config)
     after the kill is still understood (by the worker's own copy, or the service back)."""
     from telephony.testing import ROOT, child_env, first, run_caller, serve_config, serve_port
 
-    cfg = serve_config(tmp_path, workers=2)
+    # what the bot heard is read from its log
+    cfg = serve_config(tmp_path, workers=2, transcripts={"debug_personal_data": True})
     front = serve_port(cfg)
     proc = subprocess.Popen([sys.executable, "-m", "callbot", "--config", str(cfg), "serve"],
                             cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)

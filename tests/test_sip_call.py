@@ -54,6 +54,9 @@ callback = false          # the failed transfers here end in the spoken fallback
 
 [workers]
 drain_timeout_s = 5.0
+
+[transcripts]
+debug_personal_data = true    # these tests read what the bot heard and was typed in its log
 """)
     w = WorkerProcess(cfg, free_port(), rtp, d)
     w.data = d / "data"          # the worker's transcript store lives here

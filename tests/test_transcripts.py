@@ -363,18 +363,18 @@ def test_transcripts_commands(store_config, text_engines, tmp_path):
     r = _cli(cfg, "transcripts", "show", "no-such-call")
     assert r.returncode == 1 and "no call 'no-such-call'" in r.stderr
 
-    r = _cli(cfg, "transcripts", "export", "--format", "jsonl")
+    r = _cli(cfg, "transcripts", "export", "--format", "jsonl", "--no-redact")
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert [c["id"] for c in lines] == ["cli-old", "cli-siren", "cli-mail"]
     assert "jean.dupont@orange.fr" in r.stdout and "732829320" in r.stdout
-    r = _cli(cfg, "transcripts", "export", "--format", "jsonl", "--redact")
+    r = _cli(cfg, "transcripts", "export", "--format", "jsonl")     # redacted by default
     assert r.returncode == 0, r.stderr
     for secret in ("jean.dupont", "732829320", "0612345678", "+33612345678",
                    "sept cent trente deux huit cent"):
         assert secret not in r.stdout, secret
     assert "[numéro]" in r.stdout and "[e-mail]" in r.stdout
     out = tmp_path / "calls.csv"
-    r = _cli(cfg, "transcripts", "export", "--format", "csv", "--redact", "--out", str(out))
+    r = _cli(cfg, "transcripts", "export", "--format", "csv", "--out", str(out))
     assert r.returncode == 0 and "3 call(s) exported (redacted)" in r.stderr
     import csv
     rows = list(csv.DictReader(out.open(encoding="utf-8")))

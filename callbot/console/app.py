@@ -21,7 +21,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..transcripts.db import StoreError
 from ..transcripts.store import TranscriptStore, open_store
-from . import routes_auth, routes_callbacks, routes_calls, routes_review
+from . import routes_auth, routes_callbacks, routes_calls, routes_export, routes_review
 from .auth import Authenticator, Sessions
 from .grouping import ReviewGroups
 from .retrain import Retrainer
@@ -49,7 +49,7 @@ def create_app(config: Config, store: TranscriptStore | None = None) -> Starlett
         return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
     routes = (routes_auth.routes(console) + routes_calls.routes(console)
-              + routes_review.routes(console)
+              + routes_review.routes(console) + routes_export.routes(console)
               + routes_callbacks.routes(console)
               + [Route("/favicon.ico", favicon),
                  Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])

@@ -4,7 +4,7 @@ A phrasing is appended to ``kb/phrasings/<intent>.txt`` (or ``hors_sujet.txt``) 
 comment saying where it came from (``# console 2026-11-23 by alice, call 1234``), so every
 line the console added can be traced back to the call and the person. An utterance that is
 already a phrasing of another intent is refused: the knowledge-base check would reject it
-and the next training would fail.
+and the next training would fail. What the caller said is redacted before it is written.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from ..kb import OUT_OF_SCOPE, load_kb
 from ..numbers import digits_to_words
 from ..text import normalize
+from ..transcripts.redact import redact_text
 
 _lock = threading.Lock()   # one writer of kb/ per console process
 
@@ -35,9 +36,17 @@ class Added:
 
 
 def phrasing_text(utterance: str) -> str:
-    """An utterance written the way kb/phrasings are: lowercase, numbers in words, no
-    punctuation but apostrophes and hyphens, single spaces (accents kept)."""
-    t = utterance.replace("’", "'").lower()
+    """An utterance written the way kb/phrasings are: its personal data removed, lowercase,
+    numbers in words, no punctuation but apostrophes and hyphens, single spaces (accents
+    kept).
+
+    kb/ is versioned, copied to every machine and read by everyone who edits it: a caller's
+    name, number or address must never reach it. They go without a placeholder ("mon siren
+    c'est [numéro]" would teach the classifier the word "numéro"), leaving what the caller
+    asked for.
+    """
+    t = redact_text(utterance, placeholders=False) or ""
+    t = t.replace("’", "'").lower()
     t = digits_to_words(t)
     t = re.sub(r"[^\w'\- ]+", " ", t)
     return " ".join(t.split())
@@ -53,7 +62,8 @@ def add_phrasing(kb_root: Path, intent: str, utterance: str, user: str, call_id:
     text = phrasing_text(utterance)
     key = normalize(text)
     if not key:
-        raise KbEditError("the utterance is empty once written as a phrasing")
+        raise KbEditError("nothing is left of the utterance once written as a phrasing "
+                          "without its personal data: dismiss it instead")
     if "\n" in user or "\n" in call_id:
         raise KbEditError("a user name or call id cannot hold a line break")
     with _lock:

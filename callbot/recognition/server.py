@@ -44,6 +44,7 @@ import numpy as np
 
 from ..asr.base import AsrEngine, Recognizer, Transcript
 from ..config import Config
+from ..private import private_dir
 from .wire import WireError, receive, send
 
 STREAM_THREADS = 2
@@ -319,7 +320,7 @@ class RecognitionServer:
     def bind(self) -> None:
         """Listen on the socket (a stale file from a killed service is replaced), owner-only:
         the audio of calls crosses it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         try:
             self.path.unlink()
         except FileNotFoundError:

@@ -115,16 +115,23 @@ def cmd_show(args) -> int:
 def cmd_export(args) -> int:
     from .export import write_csv, write_jsonl
 
+    from ..private import open_private
+
     store = _store(args)
     calls = store.iter_calls(_filter(args))
-    out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+    try:
+        out = open_private(args.out, "w", encoding="utf-8", newline="") if args.out \
+            else sys.stdout
+    except OSError as exc:
+        raise CallbotError(f"cannot write the export to {args.out}: {exc.strerror} (give "
+                           f"--out a file in an existing, writable folder)") from None
     try:
         write = write_jsonl if args.format == "jsonl" else write_csv
         n = write(calls, out, redact=args.redact)
     finally:
         if args.out:
             out.close()
-    print(f"{n} call(s) exported{' (redacted)' if args.redact else ''}"
+    print(f"{n} call(s) exported{' (redacted)' if args.redact else ' WITH personal data'}"
           f"{' to ' + args.out if args.out else ''}", file=sys.stderr)
     return 0
 
@@ -222,8 +229,9 @@ def register(sub) -> None:
 
     ex = tsub.add_parser("export", help="calls with their turns as JSON lines or CSV")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    ex.add_argument("--redact", action="store_true",
-                    help="remove SIREN/SIRET, phone numbers and e-mail addresses")
+    ex.add_argument("--no-redact", dest="redact", action="store_false",
+                    help="keep callers' personal data (names, numbers, e-mail and postal "
+                         "addresses), removed by default")
     ex.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
     filters(ex)
     ex.set_defaults(func=cmd_export)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CallbotError
+from ..private import FILE_MODE, create_private, private_dir
 
 # Any constant: serializes migrations when several PostgreSQL clients start at once.
 _MIGRATION_LOCK = 0x63616C6C
@@ -139,9 +140,17 @@ class Database:
             return Connection(raw, "postgresql")
         assert self.path is not None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # Owner-only before SQLite writes a byte; its -wal and -shm files take the
+            # database file's mode when SQLite creates them.
+            create_private(self.path)
+            for extra in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + extra)
+                if side.exists():
+                    side.chmod(FILE_MODE)
         except OSError as exc:
-            raise StoreError(f"cannot create the folder of {self.path}: {exc.strerror}") from None
+            raise StoreError(f"cannot create {self.path}: {exc.strerror}; check that the "
+                             f"folder is writable by this account") from None
         raw = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                               check_same_thread=False)
         raw.row_factory = sqlite3.Row
@@ -149,6 +158,9 @@ class Database:
         # FULL: each committed turn is on disk before the next one is written (power loss
         # too, not only a crash of the process).
         raw.execute("PRAGMA synchronous=FULL")
+        # Deleted rows (purged calls) are overwritten with zeros, not left in free pages
+        # where a copy of the file would still show them.
+        raw.execute("PRAGMA secure_delete=ON")
         return Connection(raw, "sqlite")
 
 

@@ -1,8 +1,11 @@
 """Transcripts out of the store, for analysts and archives: JSON lines or CSV.
 
 JSON lines keep a call and its turns together (one call per line); CSV has one row per
-turn with the call's columns repeated, for spreadsheets. ``redact`` takes out SIREN/SIRET,
-phone numbers and e-mail addresses (see :mod:`.redact`).
+turn with the call's columns repeated, for spreadsheets. Exports are redacted unless asked
+otherwise (names, numbers, e-mail and postal addresses out, see :mod:`.redact`): an export
+leaves the store's protection, is copied and mailed, and most uses (statistics, reviews of
+the dialogue) need no caller's identity. Only an editor of the console, or someone who can
+read the store itself from the command line, gets them unredacted.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from .redact import redact_call
+
+UNREDACTED_ROLES = ("editor",)     # console roles that may export personal data
 
 CSV_COLUMNS = ("call_id", "sip_call_id", "call_started", "caller_number", "worker", "outcome",
                "transfer_reason", "transfer_target", "transfer_result", "duration_ms", "seq",
@@ -33,7 +38,7 @@ def _prepared(calls: Iterable[dict[str, Any]], redact: bool) -> Iterable[dict[st
         yield redact_call(call) if redact else call
 
 
-def write_jsonl(calls: Iterable[dict[str, Any]], out: TextIO, redact: bool = False) -> int:
+def write_jsonl(calls: Iterable[dict[str, Any]], out: TextIO, redact: bool = True) -> int:
     n = 0
     for call in _prepared(calls, redact):
         row = dict(call)
@@ -46,7 +51,7 @@ def write_jsonl(calls: Iterable[dict[str, Any]], out: TextIO, redact: bool = Fal
     return n
 
 
-def write_csv(calls: Iterable[dict[str, Any]], out: TextIO, redact: bool = False) -> int:
+def write_csv(calls: Iterable[dict[str, Any]], out: TextIO, redact: bool = True) -> int:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     n = 0
@@ -62,3 +67,8 @@ def write_csv(calls: Iterable[dict[str, Any]], out: TextIO, redact: bool = False
             writer.writerow(row)
         n += 1
     return n
+
+
+def may_export_unredacted(role: str | None) -> bool:
+    """Whether a console user of ``role`` may export transcripts with personal data."""
+    return role in UNREDACTED_ROLES

@@ -2,7 +2,11 @@
 
 ``purge(config)`` is what `callbot transcripts purge` runs, and what the SIP side's
 supervisor process runs once a day. It also closes, as errors, the calls a crashed process
-left open for longer than any call lasts.
+left open for longer than any call lasts, and deletes what no call row accounts for any
+more: turns and reviews whose call is gone (a call deleted by hand, a call row that was
+never written), and recordings that no call names. Those would otherwise escape the
+retention for ever, since it selects by the call's start. Nothing younger than a call can
+last is taken for an orphan: a call's row may be written after its first turns.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from .store import TranscriptStore, open_store
+from .db import Connection
+from .store import STALE_OPEN_S, TranscriptStore, open_store
 
 log = logging.getLogger("callbot.transcripts")
 
@@ -23,8 +28,9 @@ class PurgeReport:
     before: float          # everything that started before this time is gone
     calls: int
     turns: int
-    recordings: int
+    recordings: int        # orphan recordings included
     closed: int            # calls left open by a crash, closed as errors
+    orphan_turns: int = 0  # turns whose call row was gone (counted in ``turns`` too)
 
 
 def _delete_recordings(folder: Path, names: list[str], before: float) -> int:
@@ -54,15 +60,47 @@ def _delete_recordings(folder: Path, names: list[str], before: float) -> int:
     return gone
 
 
+def _delete_orphan_rows(conn: Connection, settled: float) -> int:
+    """Turns and reviews of calls that have no row, older than ``settled``."""
+    turns = conn.execute("DELETE FROM turns WHERE at < ? AND NOT EXISTS "
+                         "(SELECT 1 FROM calls c WHERE c.id = turns.call_id)", (settled,))
+    conn.execute("DELETE FROM reviews WHERE at < ? AND NOT EXISTS "
+                 "(SELECT 1 FROM calls c WHERE c.id = reviews.call_id)", (settled,))
+    return turns.rowcount
+
+
+def _delete_orphan_recordings(store: TranscriptStore, settled: float) -> int:
+    """Recordings that no call row names, last written before ``settled``."""
+    folder = store.recordings
+    if not folder.is_dir():
+        return 0
+    named = {r["recording"] for r in store.read(lambda conn: conn.rows(
+        "SELECT recording FROM calls WHERE recording IS NOT NULL"))}
+    gone = 0
+    for path in sorted(folder.rglob("*.wav")):
+        try:
+            if (path.relative_to(folder).as_posix() not in named
+                    and path.stat().st_mtime < settled):
+                path.unlink()
+                gone += 1
+        except OSError as exc:
+            log.error("transcripts: cannot delete recording %s: %s", path, exc.strerror)
+    return gone
+
+
 def purge_store(store: TranscriptStore, retention_days: int, now: float | None = None
                 ) -> PurgeReport:
     now = time.time() if now is None else now
     before = now - retention_days * 86400
+    settled = now - STALE_OPEN_S
     store.flush()
     closed = store.close_stale()
     calls, turns, names = store.purge(before)
-    files = _delete_recordings(store.recordings, names, before)
-    return PurgeReport(before=before, calls=calls, turns=turns, recordings=files, closed=closed)
+    orphans = store.write(lambda conn: _delete_orphan_rows(conn, settled))
+    files = _delete_orphan_recordings(store, settled)
+    files += _delete_recordings(store.recordings, names, before)
+    return PurgeReport(before=before, calls=calls, turns=turns + orphans, recordings=files,
+                       closed=closed, orphan_turns=orphans)
 
 
 def purge(config: Config, now: float | None = None) -> PurgeReport:

@@ -1,5 +1,7 @@
 """Stereo call recordings written as the call goes: caller on the left, bot on the right.
 
+Recordings are created owner-only (callers' voices), in owner-only day folders.
+
 The header is written first with the sizes left open and patched when the call ends; a
 recording cut short by a crash is repaired from its file size on recovery, so what was
 recorded stays playable.
@@ -12,6 +14,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
+
+from ..private import open_private, private_dir
 
 RATE = 8000
 CHANNELS = 2
@@ -43,8 +47,8 @@ class StereoWavWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "wb", buffering=64 * 1024)
+        private_dir(path.parent)
+        self._file = open_private(path, "wb", buffering=64 * 1024)
         self._file.write(_header(0))
         self.data_bytes = 0
 
