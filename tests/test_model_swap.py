@@ -75,6 +75,14 @@ def test_a_model_more_than_two_points_worse_is_not_activated(model_copy, variant
     assert report_of(model_copy)["cv_accuracy"] == pytest.approx(acc - 0.05)
     assert report_of(model_copy.with_name(model_copy.name + ".prev"))["cv_accuracy"] \
         == pytest.approx(acc - 0.015)
+    # accuracies from other fold counts are not compared (2 folds score lower by design)
+    two_folds = variant(model_copy, acc - 0.2, 0.45)
+    two_folds.report["folds"] = 2
+    assert activate(two_folds, model_copy) == pytest.approx(acc - 0.05)
+    three_worse = variant(model_copy, acc - 0.3, 0.46)
+    three_worse.report["folds"] = 2
+    with pytest.raises(ModelRefused):
+        activate(three_worse, model_copy)
 
 
 def test_calls_in_progress_hear_no_gap_while_a_new_model_loads(tmp_path, config):
