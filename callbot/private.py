@@ -37,8 +37,18 @@ def private_dir(path: Path) -> Path:
 
 def create_private(path: Path) -> None:
     """Create ``path`` empty and owner-only if it does not exist; make it owner-only if it
-    does (a file of ours from before these modes)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    does (a file of ours from before these modes).
+
+    An existing file is never opened here: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, and SQLite's connections of the same process rely
+    on theirs (a second connection opened this way lost a worker's writes).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o777 != FILE_MODE:
+            os.chmod(path, FILE_MODE)
+        return
     try:
         os.fchmod(fd, FILE_MODE)
     finally:
