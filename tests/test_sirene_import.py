@@ -79,7 +79,7 @@ def test_generated_files_have_the_official_header(tmp_path):
 
 
 def test_generated_distributions(tmp_path):
-    g = generate(tmp_path, 4000, seed=5, zipped=False)
+    g = generate(tmp_path, 3000, seed=5, zipped=False)
     rows = read_csv(g.unite_legale)
     n = len(rows)
     share = lambda pred: sum(map(pred, rows)) / n       # noqa: E731
