@@ -200,6 +200,18 @@ class RecognitionConfig:
     queue: int = field(metadata=POSITIVE)
 
 
+def _optional_path(value: str, name: str, where: str) -> Path | None:
+    """"" stays None (the component picks its default place); anything else is a path."""
+    return _path(value, name, where) if value else None
+
+
+@dataclass(frozen=True)
+class SireneConfig:
+    """The copy of the public Sirene register the bot answers from (`callbot sirene`)."""
+
+    path: Path | None = field(metadata=rule(parse=_optional_path))   # None: paths.data
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """The Prometheus endpoint (see default.toml)."""
@@ -221,6 +233,7 @@ class Config:
     recording: RecordingConfig
     recognition: RecognitionConfig
     metrics: MetricsConfig
+    sirene: SireneConfig
     source: str = "embedded default"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -231,7 +244,7 @@ class Config:
             if f.name in ("source", "extra"):
                 continue
             section = getattr(self, f.name)
-            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else v)
+            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else "" if v is None else v)
                                            for k, v in dataclasses.asdict(section).items()})
         return out
 
@@ -248,6 +261,7 @@ SECTIONS: dict[str, type] = {
     "recording": RecordingConfig,
     "recognition": RecognitionConfig,
     "metrics": MetricsConfig,
+    "sirene": SireneConfig,
 }
 
 
