@@ -5,7 +5,8 @@ digit or in groups, with hesitations ("sept cent trente deux euh huit deux neuf"
 of number words and digits that spells six digits or more is replaced, whatever it is: a
 SIREN (9), a SIRET (14) and a French phone number (10) all are; prices, dates and years
 ("deux mille vingt-quatre") are not. In a SIREN-capture turn every number goes, because
-callers spread the nine digits over several utterances.
+callers spread the nine digits over several utterances; so do the keys typed then, and the
+number of a register look-up.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def _redact_event(event: dict[str, Any]) -> dict[str, Any]:
         for key in ("summary", "last_utterance"):
             ctx[key] = redact_text(ctx.get(key))
         event["context"] = ctx
+    if event.get("type") == "lookup" and event.get("number"):
+        event["number"] = NUMBER          # a register look-up: the number the caller gave
     return event
 
 
@@ -93,7 +96,8 @@ def redact_turn(turn: dict[str, Any]) -> dict[str, Any]:
     out = dict(turn)
     capture = turn.get("decision") == "capture" or turn.get("state") == "siren_capture"
     out["text"] = redact_text(turn.get("text"), all_numbers=capture)
-    if turn.get("dtmf") and turn.get("state") in ("siren_capture", "ended"):
+    if turn.get("dtmf") and (turn.get("intent") == "siren"
+                             or turn.get("state") in ("siren_capture", "ended")):
         out["dtmf"] = "*"
     events = turn.get("events")
     if isinstance(events, str):
