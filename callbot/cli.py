@@ -66,7 +66,8 @@ def render_all(config: Config, kb, tts) -> tuple[int, int]:
     from .progress import StderrProgress
 
     texts: list[str] = [i.answer for i in kb.intents.values()]
-    texts += [t for k, t in kb.prompts.items() if k not in TOPIC_PROMPTS]
+    # Prompts with other fields ({date}, {code}...) are completed and rendered in the call.
+    texts += [t for k, t in kb.prompts.items() if k not in TOPIC_PROMPTS and "{" not in t]
     texts += [kb.prompts[k].format(topic=i.topic) for k in TOPIC_PROMPTS if k in kb.prompts
               for i in kb.intents.values()]
     jobs = [(t, slow) for t in dict.fromkeys(texts) for slow in (False, True)]
