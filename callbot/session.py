@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 from .asr.base import AsrEngine
 from .embedding import SentenceEncoder
+from .company import CompanyRegister, open_register
 from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
 from .errors import CallbotError
@@ -40,7 +41,8 @@ log = logging.getLogger("callbot.session")
 
 @dataclass
 class Engines:
-    """Per-process resources: knowledge base, classifier, recognizer engine, speech cache.
+    """Per-process resources: knowledge base, classifier, recognizer engine, speech cache,
+    the Sirene register.
 
     A retrained classifier (``callbot train``, or the console's retrain) replaces the model
     file atomically; :meth:`refresh`, called as each call starts, picks it up (with the
@@ -58,6 +60,8 @@ class Engines:
     # The sentence encoder by name, when it is served by the machine's recognition service
     # (None: each classifier loads it in this process).
     encoders: Callable[[str], SentenceEncoder] | None = None
+    # The Sirene register the dialogue looks callers' numbers up in (None: none imported).
+    register: CompanyRegister | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -82,7 +86,9 @@ class Engines:
         if asr and config.endpointing.turn_model:
             from .smartturn import load_smart_turn
             turn_model = load_smart_turn(config.paths.models)
-        return cls(config, kb, classifier, tts, asr_engine, turn_model, stamp, encoders)
+        register = open_register(config, kb)
+        return cls(config, kb, classifier, tts, asr_engine, turn_model, stamp, encoders,
+                   register=register)
 
     def refresh(self) -> bool:
         """Reload the classifier and the KB if the model file changed; True if reloaded."""
@@ -151,7 +157,8 @@ class CallSession:
         self.engines = engines
         self.config = engines.config
         self.call_id = call_id
-        self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue)
+        self.dialogue = Dialogue(engines.kb, engines.classifier, self.config.dialogue,
+                                 engines.register)
         self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE)
                          if engines.asr is not None else None)
         self.turn_taker = (TurnTaker(self.listener, self.dialogue, self.config.endpointing,
