@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .sirene.lookup import Lookup
 
 FOUND, NOT_FOUND, PARTIAL, INVALID = "found", "not_found", "partial", "invalid"
+UNAVAILABLE = "unavailable"     # the register could not be read: nothing is known
 
 # The sentences of kb/prompts.toml this module and the dialogue's look-up states speak.
 LOOKUP_PROMPTS = (
@@ -42,6 +43,7 @@ LOOKUP_PROMPTS = (
     "lookup_active", "lookup_active_undated", "lookup_closed", "lookup_closed_undated",
     "lookup_company", "lookup_company_person", "lookup_company_unnamed",
     "lookup_ape", "lookup_ape_unlabeled", "lookup_partial", "lookup_not_found",
+    "lookup_unavailable",
 )
 
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
@@ -68,7 +70,7 @@ class CompanyRegister(Protocol):
 class CompanyAnswer:
     """One look-up, ready for the call: what the caller hears and what the advisor reads."""
 
-    result: str                 # found | not_found | partial | invalid
+    result: str                 # found | not_found | partial | invalid | unavailable
     says: tuple[Say, ...]       # one or two sentences (none for an invalid number)
     advisor: str                # the facts for a transfer's summary, "" when none
 
@@ -84,11 +86,17 @@ def result_of(lookup: "Lookup") -> str:
     return FOUND
 
 
-def company_answer(lookup: "Lookup", prompts: Mapping[str, str]) -> CompanyAnswer:
-    """The spoken sentences and the advisor's facts for ``lookup``."""
+def company_answer(lookup: "Lookup", prompts: Mapping[str, str],
+                   reachable: bool = True) -> CompanyAnswer:
+    """The spoken sentences and the advisor's facts for ``lookup``. ``reachable`` False:
+    the register could not be read (its database is down), so "not found" means nothing
+    and the caller is told the register cannot be checked now."""
     result = result_of(lookup)
     if result == INVALID:
         return CompanyAnswer(result, (), "")
+    if result == NOT_FOUND and not reachable:
+        return CompanyAnswer(UNAVAILABLE, (_prompt(prompts, "lookup_unavailable"),),
+                             "Sirene : répertoire indisponible pendant l'appel")
     if result == NOT_FOUND:
         return CompanyAnswer(result, (_prompt(prompts, "lookup_not_found"),),
                              "Sirene : numéro absent du répertoire")
@@ -206,24 +214,24 @@ def spoken_name(denomination: str) -> str:
     return " ".join(words)
 
 
-def open_register(config: "Config", kb: "KnowledgeBase") -> CompanyRegister | None:
-    """The Sirene register of the configuration ([sirene]), or None when none has been
-    imported (`callbot sirene import`): the bot then answers as it always did.
+def open_register(config: "Config", kb: "KnowledgeBase") -> CompanyRegister:
+    """The Sirene register of the configuration ([sirene]), opened once per process.
 
-    With a register, the look-up must be able to speak: the intents of
-    ``dialogue.lookup_intents`` must exist and the ``lookup_*`` prompts be in the KB.
+    A register not imported yet (`callbot sirene import`) is returned all the same: each
+    call asks it whether it is ``available``, so the calls after an import use it without
+    a restart, and until then the bot answers as it always did. With a register, the
+    look-up must be able to speak: the intents of ``dialogue.lookup_intents`` must exist
+    and the ``lookup_*`` prompts be in the KB.
     """
     from .sirene.lookup import Register
 
     register = Register.open(config)
-    if not register.available:
-        return None
     unknown = [i for i in config.dialogue.lookup_intents if i not in kb.intents]
     if unknown:
         raise ConfigError(f"dialogue.lookup_intents names {', '.join(unknown)}, not an intent "
                           f"of {kb.root}: use ids of kb/taxonomy.json")
     missing = [p for p in LOOKUP_PROMPTS if p not in kb.prompts]
-    if missing:
+    if missing and register.available:
         raise KbError(f"{kb.rel(kb.root / 'prompts.toml')}: the Sirene look-up needs the "
                       f"prompt{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     return register

@@ -502,7 +502,9 @@ class Dialogue:
     def _register_answer(self, turn: Turn, siren: str) -> CompanyAnswer:
         """Look ``siren`` up, record it in the turn, and word the answer."""
         assert self.register is not None
-        found = company_answer(self.register.lookup(siren), self.kb.prompts)
+        lookup = self.register.lookup(siren)
+        found = company_answer(lookup, self.kb.prompts,
+                               reachable=lookup.found or self.register.available)
         turn.events.append(CompanyLookup(siren, found.result))
         return found
 
