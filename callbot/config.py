@@ -207,6 +207,18 @@ class RecognitionConfig:
     queue: int = field(metadata=POSITIVE)
 
 
+def _optional_path(value: str, name: str, where: str) -> Path | None:
+    """"" stays None (the component picks its default place); anything else is a path."""
+    return _path(value, name, where) if value else None
+
+
+@dataclass(frozen=True)
+class SireneConfig:
+    """The copy of the public Sirene register the bot answers from (`callbot sirene`)."""
+
+    path: Path | None = field(metadata=rule(parse=_optional_path))   # None: paths.data
+
+
 @dataclass(frozen=True)
 class Config:
     paths: PathsConfig
@@ -219,6 +231,7 @@ class Config:
     console: ConsoleConfig
     recording: RecordingConfig
     recognition: RecognitionConfig
+    sirene: SireneConfig
     source: str = "embedded default"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -229,7 +242,7 @@ class Config:
             if f.name in ("source", "extra"):
                 continue
             section = getattr(self, f.name)
-            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else v)
+            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else "" if v is None else v)
                                            for k, v in dataclasses.asdict(section).items()})
         return out
 
@@ -245,6 +258,7 @@ SECTIONS: dict[str, type] = {
     "console": ConsoleConfig,
     "recording": RecordingConfig,
     "recognition": RecognitionConfig,
+    "sirene": SireneConfig,
 }
 
 
