@@ -92,8 +92,9 @@ class Dialogue:
         self.ids = kb.roles              # the intents the dialogue acts on itself
         self.classifier = classifier
         self.config = config
-        # The Sirene register, when one is loaded: the caller's number can be looked up.
-        self.register = register if register is not None and register.available else None
+        # The Sirene register: the caller's number can be looked up while it is available
+        # (asked when a look-up could follow, not at every call's start: it is a query).
+        self.register = register
         self.state = State.START
         self.not_understood = 0          # consecutive
         self.no_input = 0                # consecutive
@@ -434,7 +435,7 @@ class Dialogue:
             self._look_up(turn, digits, siren)
         elif siren:
             says, facts = [], ""
-            if self.register is not None:
+            if self.register is not None and self.register.available:
                 found = self._register_answer(turn, siren)
                 facts = found.advisor
                 if self.pending in self.config.lookup_intents:
@@ -460,7 +461,8 @@ class Dialogue:
     def _offers_lookup(self, intent: str) -> bool:
         """After this answer, offer to look the caller's number up? Only with a register,
         and for the answers that depend on the company (``dialogue.lookup_intents``)."""
-        return self.register is not None and intent in self.config.lookup_intents
+        return self.register is not None and intent in self.config.lookup_intents \
+            and self.register.available
 
     def _hear_offer(self, turn: Turn, text: str) -> None:
         """ "Voulez-vous me donner votre numéro ?": digits are the number itself; a yes asks

@@ -60,8 +60,8 @@ class Engines:
     # The sentence encoder by name, when it is served by the machine's recognition service
     # (None: each classifier loads it in this process).
     encoders: Callable[[str], SentenceEncoder] | None = None
-    # The Sirene register ([sirene]) the dialogue looks callers' numbers up in; each call
-    # uses it while it is available (None: no look-ups at all).
+    # The Sirene register ([sirene]) the dialogue looks callers' numbers up in, used while
+    # it is available (a register imported later serves the next look-ups; None: none).
     register: CompanyRegister | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
