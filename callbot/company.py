@@ -41,6 +41,7 @@ UNAVAILABLE = "unavailable"     # the register could not be read: nothing is kno
 LOOKUP_PROMPTS = (
     "lookup_offer", "lookup_ask", "lookup_declined", "lookup_skip",
     "lookup_active", "lookup_active_undated", "lookup_closed", "lookup_closed_undated",
+    "lookup_registered",
     "lookup_company", "lookup_company_person", "lookup_company_unnamed",
     "lookup_ape", "lookup_ape_unlabeled", "lookup_partial", "lookup_not_found",
     "lookup_unavailable",
@@ -126,7 +127,10 @@ def _facts(lookup: "Lookup", prompts: Mapping[str, str]) -> tuple[Say, ...]:
     closed = lookup.etat_administratif == "C"
     when = spoken_date(lookup.date_etat) or (None if closed else
                                              spoken_date(lookup.date_creation))
-    name = ("lookup_closed" if closed else "lookup_active") + ("" if when else "_undated")
+    if lookup.etat_administratif not in ("A", "C"):    # a state the register did not give
+        name = "lookup_registered"
+    else:
+        name = ("lookup_closed" if closed else "lookup_active") + ("" if when else "_undated")
     state = prompts[name].format(company=company, date=when or "")
     says = [Say(state[0].upper() + state[1:], "lookup:state")]
     code = spoken_ape(lookup.ape)
