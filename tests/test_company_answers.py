@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,6 +252,22 @@ def test_partial_diffusion_stays_silent_even_if_facts_came_with_it(kb):
     assert "Dupont" not in answer.advisor and "56" not in answer.advisor
 
 
+def test_missing_dates_state_or_label_leave_their_words_out(kb):
+    def said(**fields) -> str:
+        return " ".join(s.text for s in company_answer(unit(ACTIVE, **fields), kb.prompts).says)
+
+    assert said(date_etat=None, date_creation=None).startswith(
+        "L'entreprise Boulangerie Dupont est active. Son code")
+    assert said(date_etat=None, etat_administratif="C").startswith(
+        "L'entreprise Boulangerie Dupont a cessé son activité. Son code")
+    assert said(etat_administratif=None).startswith(
+        "L'entreprise Boulangerie Dupont est bien inscrite au répertoire.")
+    assert said(ape_label=None).endswith("Son code A P E est 56 10 A.")
+    assert said(denomination=None).startswith("Cette entreprise est active")
+    assert said(ape=None, ape_label=None) == \
+        "L'entreprise Boulangerie Dupont est active depuis le 3 mars 2021."
+
+
 def test_individual_entrepreneur_gets_state_date_and_ape_never_a_name_or_address(dlg):
     dlg.hear(APE_QUESTION)
     dlg.hear("oui")
@@ -438,3 +456,165 @@ def test_espeak_reads_the_ape_code_as_numbers_and_a_letter():
     said = _phonemes(f"depuis le {spoken_date('2019-01-01')}")
     assert "pr@mj'e" in said and "ZA~vj'e" in said
     assert "(en)" not in _phonemes(spoken_name("DUPONT SARL"))   # not read as English
+
+
+# --- whole simulated calls against a real register ------------------------------------------------
+# A register imported from stock files in the official format (the columns and their order
+# of INSEE's StockUniteLegale / StockEtablissement), by the importer the bot's operators run.
+REAL_ACTIVE, REAL_CLOSED, REAL_HIDDEN, REAL_PERSON, REAL_UNKNOWN = (with_key(p) for p in (
+    "73282932", "40123456", "51234567", "82345678", "90011122"))
+HEAD_OFFICE = {"statutDiffusionEtablissement": "O", "etablissementSiege": "true",
+               "etatAdministratifEtablissement": "A", "numeroVoieEtablissement": "12",
+               "typeVoieEtablissement": "RUE", "libelleVoieEtablissement": "DE SIAM",
+               "codePostalEtablissement": "29200", "libelleCommuneEtablissement": "BREST"}
+
+
+def _unit(siren: str, **columns: str) -> dict[str, str]:
+    row = {"siren": siren, "statutDiffusionUniteLegale": "O",
+           "dateCreationUniteLegale": "2021-03-03", "dateDebut": "2021-03-03",
+           "etatAdministratifUniteLegale": "A", "categorieJuridiqueUniteLegale": "5499",
+           "activitePrincipaleUniteLegale": "56.10A",
+           "nomenclatureActivitePrincipaleUniteLegale": "NAFRev2",
+           "nicSiegeUniteLegale": "00017"}
+    row.update(columns)
+    return row
+
+
+@pytest.fixture(scope="module")
+def register_home(tmp_path_factory):
+    """A configuration file whose [sirene] register holds the five units of these tests."""
+    from callbot.config import load_config
+    from callbot.sirene.importer import import_files
+    from callbot.sirene.testdata import write_stock
+
+    d = tmp_path_factory.mktemp("sirene")
+    units = write_stock(d / "StockUniteLegale_utf8.csv", "unite_legale", [
+        _unit(REAL_ACTIVE, denominationUniteLegale="BOULANGERIE DU PORT"),
+        _unit(REAL_CLOSED, denominationUniteLegale="LOGICIELS DU PONANT",
+              etatAdministratifUniteLegale="C", dateDebut="2020-01-12",
+              dateCreationUniteLegale="2012-05-01", activitePrincipaleUniteLegale="62.01Z"),
+        _unit(REAL_HIDDEN, statutDiffusionUniteLegale="P",
+              denominationUniteLegale="SOCIETE DISCRETE"),
+        _unit(REAL_PERSON, categorieJuridiqueUniteLegale="1000", sexeUniteLegale="M",
+              nomUniteLegale="MARTIN", prenom1UniteLegale="JEAN", prenomUsuelUniteLegale="JEAN",
+              dateCreationUniteLegale="2019-01-01", dateDebut="2019-01-01",
+              activitePrincipaleUniteLegale="96.02A"),
+    ])
+    etabs = write_stock(d / "StockEtablissement_utf8.csv", "etablissement", [
+        {"siren": s, "nic": "00017", "siret": s + "00017", **HEAD_OFFICE}
+        for s in (REAL_ACTIVE, REAL_CLOSED, REAL_HIDDEN, REAL_PERSON)])
+    cfg = d / "callbot.toml"
+    cfg.write_text(f'[paths]\ndata = "{d / "data"}"\n\n[sirene]\npath = "{d / "sirene.sqlite3"}"\n')
+    import_files(load_config(cfg, env={}), [units, etabs])
+    return cfg
+
+
+def simulate_call(cfg: Path, *turns: str, save: bool = False) -> dict:
+    """`callbot simulate --json` with ``turns`` as ("--text", "..."), ("--dtmf", "...")."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOT_")}
+    args = [sys.executable, "-m", "callbot", "--config", str(cfg), "simulate", "--json",
+            *turns, *(["--save-transcript"] if save else [])]
+    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout)
+
+
+def lookup_turn(out: dict) -> dict:
+    """The bot's turn that made the (last) register look-up."""
+    made = [t for t in out["turns"] if any(e["type"] == "lookup" for e in t["events"])]
+    assert made, [t["bot"] for t in out["turns"]]
+    return made[-1]
+
+
+def _looked_up(turn: dict) -> list[dict]:
+    return [e for e in turn["events"] if e["type"] == "lookup"]
+
+
+@pytest.mark.parametrize("question, intent, number, result, says, never", [
+    ("comment je fais pour trouver mon code ape", "connaitre_code_ape",
+     ("--dtmf", REAL_ACTIVE), FOUND,
+     ["L'entreprise Boulangerie Du Port est active depuis le 3 mars 2021.",
+      "Son code A P E est 56 10 A : restauration traditionnelle.",
+      "Avez-vous une autre question ?"], ["BREST", "Brest", "Siam"]),
+    ("comment savoir si mon entreprise est bien active dans le répertoire",
+     "etat_administratif", ("--text", "quatre cent un deux cent trente-quatre cinq cent "
+                                      "soixante-deux"), FOUND,
+     ["L'entreprise Logiciels Du Ponant a cessé son activité le 12 janvier 2020.",
+      "Son code A P E est 62 01 Z : programmation informatique."], ["Brest"]),
+    ("comment je télécharge mon avis de situation", "obtenir_avis_situation",
+     ("--dtmf", REAL_HIDDEN), PARTIAL,
+     ["Ce numéro existe, et ses informations ne sont pas diffusées publiquement."],
+     ["Discr", "DISCR", "active", "A P E", "Brest"]),
+    ("comment je fais pour trouver mon code ape", "connaitre_code_ape",
+     ("--dtmf", REAL_PERSON), FOUND,
+     ["Cette entreprise individuelle est active depuis le 1er janvier 2019.",
+      "Son code A P E est 96 02 A : coiffure."],
+     ["Martin", "MARTIN", "Jean", "JEAN", "Brest", "BREST", "29200", "Siam"]),
+    ("je veux vérifier qu'un fournisseur existe vraiment", "verifier_entreprise",
+     ("--dtmf", REAL_UNKNOWN), NOT_FOUND,
+     ["Je ne trouve pas ce numéro dans le répertoire.", "quelques jours",
+      "Vérifiez aussi le numéro"], ["active", "A P E"]),
+    ("comment je fais pour trouver mon code ape", "connaitre_code_ape",
+     ("--dtmf", REAL_ACTIVE[:-1] + str((int(REAL_ACTIVE[-1]) + 1) % 10)), INVALID,
+     ["Ce numéro ne semble pas valide. Redites les neuf chiffres du Siren"],
+     ["active", "A P E", "Boulangerie"]),
+], ids=["active", "closed", "partial-diffusion", "individual-entrepreneur", "unknown",
+        "invalid"])
+def test_simulated_call_answers_from_the_register(register_home, question, intent, number,
+                                                  result, says, never):
+    out = simulate_call(register_home, "--text", question, "--text", "oui", *number)
+    asked = out["turns"][1]
+    assert asked["intent"] == intent, asked
+    assert asked["bot"].endswith("voulez-vous me le donner ?"), asked["bot"]
+    assert out["turns"][2]["bot"] == "Dites-moi les neuf chiffres du Siren, ou tapez-les sur le " \
+                                     "clavier."
+    turn = lookup_turn(out)
+    assert [e["result"] for e in _looked_up(turn)] == [result]
+    for words in says:
+        assert words in turn["bot"], turn["bot"]
+    for words in never:
+        assert words not in turn["bot"], turn["bot"]
+    assert out["transfer"] is None
+
+
+def test_simulated_transfer_gives_the_advisor_the_facts_not_the_name(register_home):
+    out = simulate_call(register_home, "--text", PERSONAL, "--dtmf", REAL_PERSON)
+    assert out["outcome"] == "transferred"
+    context = out["transfer"]["context"]
+    assert context["siren"] == REAL_PERSON and context["intent"] == "siren_non_recu"
+    assert "Sirene : entrepreneur individuel, active depuis le 01/01/2019" in context["summary"]
+    assert "APE 96.02A (Coiffure)" in context["summary"]
+    said = " ".join(t["bot"] for t in out["turns"])
+    assert "Cette entreprise individuelle est active depuis le 1er janvier 2019." in said
+    for private in ("MARTIN", "Martin", "JEAN", "BREST", "Brest"):
+        assert private not in context["summary"] and private not in said
+
+
+def test_every_lookup_is_in_the_transcript_and_redacted_in_exports(register_home):
+    """Two look-ups in one call (a wrong number, then the right one), stored with the turn
+    (SQLite of the configuration) and masked by `transcripts export --redact`."""
+    wrong = REAL_ACTIVE[:-1] + str((int(REAL_ACTIVE[-1]) + 1) % 10)
+    simulate_call(register_home, "--text", "comment je fais pour trouver mon code ape",
+                  "--text", "oui", "--dtmf", wrong, "--dtmf", REAL_ACTIVE, save=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOT_")}
+
+    def export(*extra: str) -> list[dict]:
+        r = subprocess.run([sys.executable, "-m", "callbot", "--config", str(register_home),
+                            "transcripts", "export", "--format", "jsonl", *extra],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+    def recorded(calls: list[dict]) -> list[dict]:
+        call = [c for c in calls if any(e.get("type") == "lookup" for t in c["turns"]
+                                        for e in (t.get("events") or []))][-1]
+        return [e for t in call["turns"] for e in (t.get("events") or [])
+                if e.get("type") == "lookup"]
+
+    assert recorded(export()) == [{"type": "lookup", "number": wrong, "result": "invalid"},
+                                  {"type": "lookup", "number": REAL_ACTIVE, "result": "found"}]
+    redacted = export("--redact")
+    assert recorded(redacted) == [{"type": "lookup", "number": NUMBER, "result": "invalid"},
+                                  {"type": "lookup", "number": NUMBER, "result": "found"}]
+    text = json.dumps(redacted, ensure_ascii=False)
+    assert REAL_ACTIVE not in text and wrong not in text
