@@ -217,10 +217,10 @@ def test_keys_typed_right_after_the_offer_and_zero_still_asks_for_an_advisor(dlg
     assert isinstance(t, Transfer) and t.reason == "caller_request"
 
 
-def test_a_siret_is_looked_up_by_its_siren(dlg, register):
+def test_a_siret_said_at_once_is_looked_up_by_its_siren(dlg, register):
     dlg.hear(APE_QUESTION)
     dlg.hear("oui")
-    turn = type_keys(dlg, ACTIVE + "00017")
+    turn = dlg.hear(" ".join(ACTIVE + "00017"))
     assert register.asked == [ACTIVE] and lookups(turn) == [CompanyLookup(ACTIVE, FOUND)]
 
 
