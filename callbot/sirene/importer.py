@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
 import sqlite3
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..config import Config
+from ..errors import CallbotError
 from ..progress import ProgressFn, silent
 from .schema import (DIFFUSIBLE, FILE_NAMES, PERSONNE_PHYSIQUE, Kind, SchemaError,
                      kind_of)
@@ -98,17 +100,15 @@ def _rows(text: TextIO, path: Path) -> Iterator[tuple[list[str], Iterator[list[s
     yield [h.strip() for h in header], reader
 
 
-class _Damaged(RegisterError):
-    pass
-
-
-def _damaged(name: str, line: int, what: str) -> _Damaged:
-    return _Damaged(f"{name} line {line}: {what}; the file is damaged: download it again "
+def _damaged(name: str, line: int, what: str) -> RegisterError:
+    return RegisterError(f"{name} line {line}: {what}; the file is damaged: download it again "
                     f"(the register in use is unchanged)")
 
 
-def _unit_batches(header: list[str], reader: Iterator[list[str]], rep: FileReport,
-                  tick) -> Iterator[list[tuple]]:
+def _unit_batches(header: list[str], reader, rep: FileReport,
+                  tick: Callable[[], None]) -> Iterator[list[tuple]]:
+    """Legal units as stored rows, in batches; purged units left out, units outside the
+    diffusion reduced to their number, no name for an individual entrepreneur."""
     ix = {c: i for i, c in enumerate(header)}
     i_siren, i_stat, i_purg = ix["siren"], ix["statutDiffusionUniteLegale"], \
         ix["unitePurgeeUniteLegale"]
@@ -125,10 +125,11 @@ def _unit_batches(header: list[str], reader: Iterator[list[str]], rep: FileRepor
     for r in reader:
         rows += 1
         if len(r) != width:
-            raise _damaged(rep.name, rows + 1, f"{len(r)} fields where the header has {width}")
+            raise _damaged(rep.name, reader.line_num,
+                           f"{len(r)} fields where the header has {width}")
         s = r[i_siren]
         if len(s) != 9 or not s.isdigit():
-            raise _damaged(rep.name, rows + 1, f"siren {s!r} is not 9 digits")
+            raise _damaged(rep.name, reader.line_num, f"siren {s!r} is not 9 digits")
         p = r[i_purg]
         if p and p.lower() == "true":
             rep.purged += 1
@@ -153,8 +154,10 @@ def _unit_batches(header: list[str], reader: Iterator[list[str]], rep: FileRepor
         yield batch
 
 
-def _etab_batches(header: list[str], reader: Iterator[list[str]], rep: FileReport,
-                  tick) -> Iterator[list[tuple]]:
+def _etab_batches(header: list[str], reader, rep: FileReport,
+                  tick: Callable[[], None]) -> Iterator[list[tuple]]:
+    """Establishments as stored rows, in batches: no place for one outside the diffusion,
+    never a street address."""
     ix = {c: i for i, c in enumerate(header)}
     i_siret, i_stat = ix["siret"], ix["statutDiffusionEtablissement"]
     i_siege, i_etat = ix["etablissementSiege"], ix["etatAdministratifEtablissement"]
@@ -165,10 +168,11 @@ def _etab_batches(header: list[str], reader: Iterator[list[str]], rep: FileRepor
     for r in reader:
         rows += 1
         if len(r) != width:
-            raise _damaged(rep.name, rows + 1, f"{len(r)} fields where the header has {width}")
+            raise _damaged(rep.name, reader.line_num,
+                           f"{len(r)} fields where the header has {width}")
         s = r[i_siret]
         if len(s) != 14 or not s.isdigit():
-            raise _damaged(rep.name, rows + 1, f"siret {s!r} is not 14 digits")
+            raise _damaged(rep.name, reader.line_num, f"siret {s!r} is not 14 digits")
         siege = r[i_siege] == "true"
         if r[i_stat] != DIFFUSIBLE:
             rep.not_diffusible += 1
@@ -199,6 +203,99 @@ def check_files(paths: list[Path]) -> dict[Kind, Path]:
     return kinds
 
 
+def _explain(exc: BaseException, where: str) -> RegisterError | None:
+    """A database error of an import as one line a user can act on (None: not ours)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return RegisterError(f"a number appears twice in the files ({exc}); they are damaged:"
+                             f" download them again (the register in use is unchanged)")
+    if isinstance(exc, sqlite3.OperationalError):
+        return RegisterError(f"cannot write the register {where}: {exc} (free disk "
+                             f"space?); the register in use is unchanged")
+    if type(exc).__module__.startswith("psycopg"):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return RegisterError(f"PostgreSQL {where}: {first}; the register in use is unchanged")
+    return None
+
+
+def _batches(kind: str):
+    return _unit_batches if kind == "unite_legale" else _etab_batches
+
+
+def _part_child(kind: str, path: Path, part: Path, where: str, counter, send) -> None:
+    """One file into its own part file, in a child process (see _load_parallel)."""
+    from .store import fill_part
+
+    try:
+        rep = FileReport(name=path.name, kind=kind)
+        t0 = time.monotonic()
+
+        def tick() -> None:
+            counter.value = rep.rows
+
+        with open_csv(path) as (header, reader):
+            fill_part(part, kind, _batches(kind)(header, reader, rep, tick))
+        rep.seconds = time.monotonic() - t0
+        send.send(("ok", rep))
+    except BaseException as exc:        # noqa: BLE001 - reported to the parent as a line
+        known = exc if isinstance(exc, CallbotError) else _explain(exc, where)
+        send.send(("error", str(known) if known else f"{path.name}: "
+                   f"{type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
+
+
+def _load_parallel(builder, files: dict[str, Path], where: str,
+                   progress: ProgressFn) -> list[FileReport]:
+    """Both files at once, one child process each, then their tables into the register."""
+    ctx = multiprocessing.get_context("fork")
+    jobs = []
+    for kind, path in files.items():
+        counter = ctx.Value("q", 0, lock=False)
+        recv, send = ctx.Pipe(duplex=False)
+        part = builder.part_path(kind)
+        proc = ctx.Process(target=_part_child, daemon=True,
+                           args=(kind, path, part, where, counter, send))
+        proc.start()
+        send.close()
+        jobs.append((kind, path, part, proc, recv, counter, time.monotonic()))
+    results: dict[str, tuple] = {}
+    try:
+        while len(results) < len(jobs):
+            for kind, path, _, proc, recv, counter, t0 in jobs:
+                if kind in results:
+                    continue
+                if recv.poll(0.1):
+                    try:
+                        results[kind] = recv.recv()
+                    except EOFError:
+                        results[kind] = ("error", f"the import of {path.name} stopped "
+                                                  f"(exit code {proc.exitcode})")
+                elif not proc.is_alive() and not recv.poll():
+                    results[kind] = ("error", f"the import of {path.name} stopped "
+                                              f"(exit code {proc.exitcode})")
+                else:
+                    rate = counter.value / max(time.monotonic() - t0, 1e-9)
+                    progress(f"{path.name} ({rate:,.0f} rows/s)", counter.value, None)
+        for _, _, _, proc, _, _, _ in jobs:
+            proc.join()
+    finally:
+        for _, _, _, proc, recv, _, _ in jobs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            recv.close()
+    errors = [r[1] for r in results.values() if r[0] == "error"]
+    if errors:
+        raise RegisterError(errors[0])
+    reports = []
+    for kind, _, part, *_ in jobs:
+        rep = results[kind][1]
+        progress(f"{rep.name} ({rep.rate:,.0f} rows/s)", rep.rows, rep.rows)
+        builder.absorb(kind, part)
+        reports.append(rep)
+    return reports
+
+
 def import_files(config: Config, paths: list[Path | str],
                  progress: ProgressFn = silent) -> ImportReport:
     """Build a new register copy from the stock files and swap it in.
@@ -213,6 +310,9 @@ def import_files(config: Config, paths: list[Path | str],
     meta = {"imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
         with building(where) as builder:
+            given = {k: files[k] for k in ("unite_legale", "etablissement") if k in files}
+            if len(given) == 2 and builder.parallel:
+                report.files = _load_parallel(builder, given, where.label, progress)
             for kind in ("unite_legale", "etablissement"):
                 path = files.get(kind)    # type: ignore[call-overload]
                 if path is None:
@@ -221,6 +321,8 @@ def import_files(config: Config, paths: list[Path | str],
                     else:
                         report.missing.append(kind)
                     continue
+                if any(f.kind == kind for f in report.files):
+                    continue                      # loaded in parallel above
                 rep = FileReport(name=path.name, kind=kind)
                 report.files.append(rep)
                 t0 = time.monotonic()
@@ -230,24 +332,19 @@ def import_files(config: Config, paths: list[Path | str],
                     progress(f"{rep.name} ({rate:,.0f} rows/s)", rep.rows, None)
 
                 with open_csv(path) as (header, reader):
-                    make = _unit_batches if kind == "unite_legale" else _etab_batches
-                    builder.load(kind, make(header, reader, rep, tick))
+                    builder.load(kind, _batches(kind)(header, reader, rep, tick))
                 rep.seconds = time.monotonic() - t0
                 progress(f"{rep.name} ({rep.rate:,.0f} rows/s)", rep.rows, rep.rows)
-                meta[f"{kind}_file"] = path.name
-                meta[f"{kind}_rows"] = str(rep.kept)
+            for rep in report.files:
+                meta[f"{rep.kind}_file"] = rep.name
+                meta[f"{rep.kind}_rows"] = str(rep.kept)
             builder.finish(meta)
-    except sqlite3.IntegrityError as exc:
-        raise RegisterError(f"a number appears twice in the files ({exc}); they are damaged: "
-                            f"download them again (the register in use is unchanged)") from None
-    except sqlite3.OperationalError as exc:
-        raise RegisterError(f"cannot write the register {where.label}: {exc} "
-                            f"(free disk space?); the register in use is unchanged") from None
-    except Exception as exc:
-        if type(exc).__module__.startswith("psycopg"):
-            raise RegisterError(f"PostgreSQL {where.label}: "
-                                f"{str(exc).strip().splitlines()[0]}; the register in use is "
-                                f"unchanged") from None
+    except CallbotError:
         raise
+    except Exception as exc:
+        known = _explain(exc, where.label)
+        if known is None:
+            raise
+        raise known from None
     report.seconds = time.monotonic() - t_all
     return report

@@ -17,10 +17,12 @@ a lookup one B-tree descent.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +60,8 @@ _PG_DDL = {
                     "denomination TEXT, nic_siege TEXT)",
     "etablissement": "CREATE TABLE {t} (siret BIGINT NOT NULL, diffusible BOOLEAN NOT NULL, "
                      "siege BOOLEAN NOT NULL, etat TEXT, code_postal TEXT, commune TEXT)",
-    "meta": "CREATE TABLE {t} (key TEXT PRIMARY KEY, value TEXT)",
+    # no key: a named constraint would outlive the rename and collide with the next import
+    "meta": "CREATE TABLE {t} (key TEXT NOT NULL, value TEXT)",
 }
 _PG_KEY = {"unite_legale": "siren", "etablissement": "siret"}
 # Serializes two imports into one PostgreSQL database (any constant).
@@ -244,25 +247,37 @@ class SqliteBuilder:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RegisterError(f"cannot create the folder of {path}: {exc.strerror}") from None
+        # One import at a time: a second one would build for nothing, then race the rename.
+        self._lock = open(path.with_name(f"{path.name}.import-lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RegisterError(f"another import into {path} is running; wait for it to "
+                                f"finish") from None
         self.tmp.unlink(missing_ok=True)
-        self.conn = sqlite3.connect(str(self.tmp), isolation_level=None)
-        # Nothing to protect while building: the file is thrown away on any failure, and is
-        # made durable (fsync) once before the rename.
-        self.conn.execute("PRAGMA journal_mode=OFF")
-        self.conn.execute("PRAGMA synchronous=OFF")
-        self.conn.execute("PRAGMA cache_size=-65536")      # 64 MB
-        self.conn.execute("PRAGMA page_size=8192")
+        self.conn = _building_connection(self.tmp)
         for ddl in _SQLITE_DDL.values():
             self.conn.execute(ddl)
 
+    # Both files at once, one process each (two cores): each fills its own part file,
+    # then absorb() moves the part's table into the new register (SQLite's transfer of a
+    # whole table, page by page, with no row decoded).
+    parallel = True
+
+    def part_path(self, kind: str) -> Path:
+        return self.tmp.with_name(f"{self.tmp.name}.{kind}")
+
+    def absorb(self, kind: str, part: Path) -> None:
+        self.conn.execute("ATTACH DATABASE ? AS part", (str(part),))
+        try:
+            self.conn.execute(f"INSERT INTO main.{TABLES[kind]} SELECT * FROM part.{TABLES[kind]}")
+        finally:
+            self.conn.execute("DETACH DATABASE part")
+        part.unlink(missing_ok=True)
+
     def load(self, kind: str, rows: Iterable[list[tuple]]) -> None:
-        cols = UNIT_COLUMNS if kind == "unite_legale" else ETAB_COLUMNS
-        sql = (f"INSERT INTO {TABLES[kind]} ({', '.join(cols)}) "
-               f"VALUES ({', '.join('?' * len(cols))})")
-        self.conn.execute("BEGIN")
-        for batch in rows:
-            self.conn.executemany(sql, batch)
-        self.conn.execute("COMMIT")
+        load_sqlite(self.conn, kind, rows)
 
     def carry_over(self, kind: str) -> bool:
         """Copy one table from the live register (an import of only one of the files)."""
@@ -290,22 +305,62 @@ class SqliteBuilder:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        self._lock.close()
 
     def abort(self) -> None:
         try:
             self.conn.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            for kind in TABLES:
+                self.part_path(kind).unlink(missing_ok=True)
+            self._lock.close()
+
+
+def _building_connection(path: Path) -> sqlite3.Connection:
+    """A connection for filling a file nobody reads yet: no journal, no syncs (the file is
+    thrown away on any failure, and made durable once, before the rename)."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-65536")      # 64 MB
+    conn.execute("PRAGMA page_size=8192")
+    return conn
+
+
+def load_sqlite(conn: sqlite3.Connection, kind: str, rows: Iterable[list[tuple]]) -> None:
+    cols = UNIT_COLUMNS if kind == "unite_legale" else ETAB_COLUMNS
+    sql = (f"INSERT INTO {TABLES[kind]} ({', '.join(cols)}) "
+           f"VALUES ({', '.join('?' * len(cols))})")
+    conn.execute("BEGIN")
+    for batch in rows:
+        conn.executemany(sql, batch)
+    conn.execute("COMMIT")
+
+
+def fill_part(part: Path, kind: str, rows: Iterable[list[tuple]]) -> None:
+    """One table of a new register in its own file (see SqliteBuilder.absorb)."""
+    part.unlink(missing_ok=True)
+    conn = _building_connection(part)
+    try:
+        conn.execute(_SQLITE_DDL[kind])
+        load_sqlite(conn, kind, rows)
+    finally:
+        conn.close()
 
 
 class PgBuilder:
     """New ``sirene_*_new`` tables filled with COPY, renamed over the live ones at the end;
     everything in one transaction, so a failure leaves nothing behind."""
 
+    parallel = False     # one transaction, one connection: the files are read in turn
+
     def __init__(self, url: str):
         import psycopg
 
-        self.stamp = f"{os.getpid()}_{threading.get_ident() % 100000}"
+        # the primary keys' names must differ from the live tables' (renamed, not dropped,
+        # until the swap)
+        self.stamp = uuid.uuid4().hex[:12]
         try:
             self.conn = psycopg.connect(url, autocommit=False, connect_timeout=5)
         except psycopg.Error as exc:
