@@ -143,8 +143,9 @@ def _facts(lookup: "Lookup", prompts: Mapping[str, str]) -> tuple[Say, ...]:
 
 
 def _advisor_line(lookup: "Lookup") -> str:
-    """Facts an advisor reads before picking up: written, not spoken (ISO-like dates, the
-    code as printed); never the name of a natural person."""
+    """Facts an advisor reads before picking up: written, not spoken (dates as written,
+    the code as printed), with the head office's commune of a legal unit (the caller never
+    hears a place); never the name nor the place of a natural person."""
     parts = ["entrepreneur individuel" if _is_person(lookup)
              else lookup.denomination or "dénomination non renseignée"]
     state = {"A": "active", "C": "cessée"}.get(lookup.etat_administratif or "", "état inconnu")
@@ -155,6 +156,9 @@ def _advisor_line(lookup: "Lookup") -> str:
                                             else ""))
     if lookup.date_creation:
         parts.append(f"créée le {_written(lookup.date_creation)}")
+    siege = lookup.siege
+    if siege and not _is_person(lookup) and (siege.code_postal or siege.commune):
+        parts.append("siège " + " ".join(p for p in (siege.code_postal, siege.commune) if p))
     return "Sirene : " + ", ".join(parts)
 
 

@@ -387,7 +387,7 @@ def test_siren_non_recu_tells_the_caller_and_the_advisor(dlg):
     summary = t.context.summary
     assert "Sirene : BOULANGERIE DUPONT, active depuis le 03/03/2021" in summary
     assert "APE 56.10A (Restauration traditionnelle)" in summary
-    assert "créée le 03/03/2021" in summary
+    assert "créée le 03/03/2021, siège 29200 BREST" in summary
     # The facts come before the caller's words, which the SIP header may cut.
     assert summary.index("Sirene :") < summary.index("demande :")
 
