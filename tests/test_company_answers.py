@@ -618,3 +618,17 @@ def test_every_lookup_is_in_the_transcript_and_redacted_in_exports(register_home
                                   {"type": "lookup", "number": NUMBER, "result": "found"}]
     text = json.dumps(redacted, ensure_ascii=False)
     assert REAL_ACTIVE not in text and wrong not in text
+
+
+def test_an_unknown_lookup_intent_is_refused_when_the_engines_load(kb, config, tmp_path):
+    from callbot.company import open_register
+    from callbot.errors import ConfigError
+
+    wrong = dataclasses.replace(
+        config, dialogue=dataclasses.replace(config.dialogue,
+                                             lookup_intents=("connaitre_code_ape", "code_ap")),
+        sirene=dataclasses.replace(config.sirene, path=tmp_path / "sirene.sqlite3"))
+    with pytest.raises(ConfigError, match="dialogue.lookup_intents names code_ap"):
+        open_register(wrong, kb)
+    register = open_register(dataclasses.replace(wrong, dialogue=config.dialogue), kb)
+    assert register.available is False          # nothing imported there: no look-ups
