@@ -632,3 +632,13 @@ def test_an_unknown_lookup_intent_is_refused_when_the_engines_load(kb, config, t
         open_register(wrong, kb)
     register = open_register(dataclasses.replace(wrong, dialogue=config.dialogue), kb)
     assert register.available is False          # nothing imported there: no look-ups
+
+
+def test_fixed_lookup_sentences_are_prerendered_and_templates_are_not(kb):
+    from callbot.cli import prerendered_texts
+
+    texts = prerendered_texts(kb)
+    for name in ("lookup_offer", "lookup_ask", "lookup_declined", "lookup_skip",
+                 "lookup_partial", "lookup_not_found", "lookup_unavailable"):
+        assert kb.prompts[name] in texts, name
+    assert not [t for t in texts if "{" in t]
