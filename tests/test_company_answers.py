@@ -38,6 +38,8 @@ SCRIPT = {
     "je voudrais savoir comment masquer mes données": "statut_diffusion",
     "ça fait deux mois que j'ai déclaré mon activité et j'ai toujours pas reçu mon numéro "
     "siren": "siren_non_recu",
+    "ça fait deux mois que j'ai déclaré mon activité et j'ai toujours pas reçu mon numéro "
+    "siren" + " et je ne comprends vraiment pas pourquoi" * 6: "siren_non_recu",
     "quelqu'un a créé une entreprise à mon nom sans que je sois au courant":
         "usurpation_identite",
     "merci madame": "remerciement",
@@ -390,6 +392,20 @@ def test_siren_non_recu_tells_the_caller_and_the_advisor(dlg):
     assert "créée le 03/03/2021, siège 29200 BREST" in summary
     # The facts come before the caller's words, which the SIP header may cut.
     assert summary.index("Sirene :") < summary.index("demande :")
+
+
+def test_the_facts_fit_the_sip_summary_header(dlg):
+    """The SIP side folds the summary to ASCII and cuts it at SUMMARY_MAX: the register's
+    facts come before the caller's words, so a long request cannot push them out."""
+    from telephony.transfer import SUMMARY_MAX, context_headers
+
+    dlg.hear(PERSONAL + " " + "et je ne comprends vraiment pas pourquoi " * 6)
+    headers = dict(context_headers(ending(type_keys(dlg, ACTIVE)), "call-1"))
+    summary = headers["X-Callbot-Summary"]
+    assert len(summary) <= SUMMARY_MAX and summary.endswith("...")
+    assert ("SIREN 732829320 ; Sirene : BOULANGERIE DUPONT, active depuis le 03/03/2021, "
+            "APE 56.10A (Restauration traditionnelle), creee le 03/03/2021, siege 29200 BREST"
+            in summary)
 
 
 def test_other_transfers_give_the_facts_to_the_advisor_only(dlg):
