@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -105,12 +106,22 @@ class TtsConfig:
     slow_factor: float = field(metadata=POSITIVE)
 
 
+def _intent_ids(value: list[str], name: str, where: str) -> tuple[str, ...]:
+    """Intent ids (checked against the knowledge base when the engines load)."""
+    bad = [v for v in value if not re.fullmatch(r"[a-z0-9_]+", v)]
+    if bad:
+        raise ConfigError(f"{where}: {name}: {bad[0]!r} is not an intent id (ids are "
+                          f"lowercase words joined by _, as in kb/taxonomy.json)")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class DialogueConfig:
     not_understood_limit: int = field(metadata=POSITIVE)
     no_input_limit: int = field(metadata=POSITIVE)
     siren_attempts: int = field(metadata=POSITIVE)
     number_attempts: int = field(metadata=POSITIVE)
+    lookup_intents: tuple[str, ...] = field(metadata=rule(parse=_intent_ids))
 
 
 @dataclass(frozen=True)
