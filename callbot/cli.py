@@ -60,16 +60,24 @@ def cmd_kb_check(args) -> int:
     return 1 if errors else 0
 
 
-def render_all(config: Config, kb, tts) -> tuple[int, int]:
-    """Pre-render every answer and prompt (normal and slow) so calls need no synthesis."""
+def prerendered_texts(kb) -> list[str]:
+    """Every sentence known before a call: answers, prompts, prompts with each topic.
+    Prompts with other fields ({date}, {code}... of a register look-up) are completed and
+    rendered in the call."""
     from .kb import TOPIC_PROMPTS
-    from .progress import StderrProgress
 
     texts: list[str] = [i.answer for i in kb.intents.values()]
-    texts += [t for k, t in kb.prompts.items() if k not in TOPIC_PROMPTS]
+    texts += [t for k, t in kb.prompts.items() if k not in TOPIC_PROMPTS and "{" not in t]
     texts += [kb.prompts[k].format(topic=i.topic) for k in TOPIC_PROMPTS if k in kb.prompts
               for i in kb.intents.values()]
-    jobs = [(t, slow) for t in dict.fromkeys(texts) for slow in (False, True)]
+    return list(dict.fromkeys(texts))
+
+
+def render_all(config: Config, kb, tts) -> tuple[int, int]:
+    """Pre-render every answer and prompt (normal and slow) so calls need no synthesis."""
+    from .progress import StderrProgress
+
+    jobs = [(t, slow) for t in prerendered_texts(kb) for slow in (False, True)]
     rendered = 0
     bar = StderrProgress(unit="sentences")
     label = f"rendering speech ({tts.engine.name}, {tts.engine.voice})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -105,12 +106,22 @@ class TtsConfig:
     slow_factor: float = field(metadata=POSITIVE)
 
 
+def _intent_ids(value: list[str], name: str, where: str) -> tuple[str, ...]:
+    """Intent ids (checked against the knowledge base when the engines load)."""
+    bad = [v for v in value if not re.fullmatch(r"[a-z0-9_]+", v)]
+    if bad:
+        raise ConfigError(f"{where}: {name}: {bad[0]!r} is not an intent id (ids are "
+                          f"lowercase words joined by _, as in kb/taxonomy.json)")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class DialogueConfig:
     not_understood_limit: int = field(metadata=POSITIVE)
     no_input_limit: int = field(metadata=POSITIVE)
     siren_attempts: int = field(metadata=POSITIVE)
     number_attempts: int = field(metadata=POSITIVE)
+    lookup_intents: tuple[str, ...] = field(metadata=rule(parse=_intent_ids))
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,18 @@ class RecognitionConfig:
     queue: int = field(metadata=POSITIVE)
 
 
+def _optional_path(value: str, name: str, where: str) -> Path | None:
+    """"" stays None (the component picks its default place); anything else is a path."""
+    return _path(value, name, where) if value else None
+
+
+@dataclass(frozen=True)
+class SireneConfig:
+    """The copy of the public Sirene register the bot answers from (`callbot sirene`)."""
+
+    path: Path | None = field(metadata=rule(parse=_optional_path))   # None: paths.data
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """The Prometheus endpoint (see default.toml)."""
@@ -221,6 +244,7 @@ class Config:
     recording: RecordingConfig
     recognition: RecognitionConfig
     metrics: MetricsConfig
+    sirene: SireneConfig
     source: str = "embedded default"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -231,7 +255,7 @@ class Config:
             if f.name in ("source", "extra"):
                 continue
             section = getattr(self, f.name)
-            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else v)
+            out[f.name] = _masked(f.name, {k: (str(v) if isinstance(v, Path) else "" if v is None else v)
                                            for k, v in dataclasses.asdict(section).items()})
         return out
 
@@ -248,6 +272,7 @@ SECTIONS: dict[str, type] = {
     "recording": RecordingConfig,
     "recognition": RecognitionConfig,
     "metrics": MetricsConfig,
+    "sirene": SireneConfig,
 }
 
 

@@ -9,6 +9,10 @@ States::
     START ─greeting→ QUESTION ─confident answer→ ANOTHER ("another question?")
                         │  ╰─medium confidence→ CONFIRM ─yes→ answer / ─no→ QUESTION
                         ╰─personal case (transfer intent)→ SIREN ─valid/given up→ ENDED
+                        ╰─answer about the caller's company, a register loaded→ LOOKUP_OFFER
+    LOOKUP_OFFER ("voulez-vous me donner votre numéro ?") ─yes, digits→ LOOKUP_SIREN
+        ─no→ ANOTHER; anything else is read as after ANOTHER
+    LOOKUP_SIREN (the SIREN capture) ─valid: the register's answer / given up→ ANOTHER
     any ─advisor asked, DTMF 0, 2nd misunderstanding→ ENDED (transfer)
     any ─goodbye, "no" after ANOTHER, 2nd silence→ ENDED (hang up)
     ENDED (transfer) ─the carrier says it failed→ CALLBACK_OFFER ("shall an advisor call you
@@ -23,8 +27,10 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Protocol
 
+from .company import INVALID, CompanyAnswer, CompanyRegister, company_answer
 from .config import DialogueConfig
-from .events import CallbackRequested, HangUp, Say, Transfer, TransferContext, Turn
+from .events import (CallbackRequested, CompanyLookup, HangUp, Say, Transfer, TransferContext,
+                     Turn)
 from .intents import CONFIDENT, CONFIRM, REJECT, Context, Understanding
 from .kb import OUT_OF_SCOPE, KnowledgeBase
 from .phone import french_number, spoken_pairs
@@ -43,7 +49,12 @@ class State(str, Enum):
     SIREN = "siren_capture"
     CALLBACK_OFFER = "callback_offer"
     CALLBACK_NUMBER = "callback_number"
+    LOOKUP_OFFER = "lookup_offer"
+    LOOKUP_SIREN = "lookup_siren"
     ENDED = "ended"
+
+
+CAPTURES = (State.SIREN, State.LOOKUP_SIREN)   # the states where the SIREN is dictated
 
 
 @dataclass(frozen=True)
@@ -88,17 +99,22 @@ class Dialogue:
     """One call's conversation. Feed it with :meth:`start`, :meth:`hear`, :meth:`silence`
     and :meth:`key`; each returns the Turn to play."""
 
-    def __init__(self, kb: KnowledgeBase, classifier: Classifier, config: DialogueConfig):
+    def __init__(self, kb: KnowledgeBase, classifier: Classifier, config: DialogueConfig,
+                 register: CompanyRegister | None = None):
         self.kb = kb
         self.ids = kb.roles              # the intents the dialogue acts on itself
         self.classifier = classifier
         self.config = config
+        # The Sirene register: the caller's number can be looked up while it is available
+        # (asked when a look-up could follow, not at every call's start: it is a query).
+        self.register = register
         self.state = State.START
         self.not_understood = 0          # consecutive
         self.no_input = 0                # consecutive
         self.siren_failures = 0
         self.siren_digits = ""           # digits given so far (said or typed) during capture
-        self.pending: str | None = None  # intent being confirmed, or whose transfer waits
+        # intent being confirmed, whose transfer waits, or whose look-up is under way
+        self.pending: str | None = None
         self.intents: list[str] = []     # understood intents, oldest first
         self.last_utterance: str | None = None
         self.intent_utterance: str | None = None   # what the caller said to reach ``pending``
@@ -137,8 +153,8 @@ class Dialogue:
         self.ending = event
         self.state = State.ENDED
 
-    def _transfer(self, turn: Turn, reason: str, intent: str | None, siren: str | None = None
-                  ) -> None:
+    def _transfer(self, turn: Turn, reason: str, intent: str | None, siren: str | None = None,
+                  register_facts: str = "") -> None:
         title = self.kb.intents[intent].title if intent in self.kb.intents else None
         parts = []
         if reason == "caller_request":
@@ -152,6 +168,8 @@ class Dialogue:
         if topics and reason != "personal_case":
             parts.append("sujets : " + ", ".join(dict.fromkeys(topics)))
         parts.append(f"SIREN {siren}" if siren else "SIREN non communiqué")
+        if register_facts:
+            parts.append(register_facts)
         said = self.intent_utterance if reason == "personal_case" else self.last_utterance
         if said:
             parts.append(f"demande : « {said} »")
@@ -175,12 +193,14 @@ class Dialogue:
             return turn
         self.no_input = 0
         self.last_utterance = text
-        if self.state is State.SIREN:
+        if self.state in CAPTURES:
             self._hear_siren(turn, text)
         elif self.state is State.CALLBACK_OFFER:
-            self._hear_offer(turn, text)
+            self._hear_callback_offer(turn, text)
         elif self.state is State.CALLBACK_NUMBER:
             self._hear_number(turn, text)
+        elif self.state is State.LOOKUP_OFFER:
+            self._hear_lookup_offer(turn, text)
         else:
             u = self._understand(text)
             turn.intent, turn.confidence = u.intent, u.confidence
@@ -203,9 +223,10 @@ class Dialogue:
         """Would ``text``, heard now, get a definite reply (not "please rephrase", not "did
         you mean...")? The turn taker ends the caller's turn early when it would. Never while
         a SIREN is dictated: callers pause between digit groups. No state is changed."""
-        if self.state in (State.ENDED, State.SIREN, State.START, State.CALLBACK_NUMBER):
+        if self.state in (State.ENDED, State.START, State.CALLBACK_NUMBER) \
+                or self.state in CAPTURES:
             return False
-        if self.state is State.CALLBACK_OFFER:
+        if self.state in (State.CALLBACK_OFFER, State.LOOKUP_OFFER):
             return yes_no(text) is not None
         return self._understand(text).decision == CONFIDENT
 
@@ -214,7 +235,7 @@ class Dialogue:
         turn = Turn(caller=None)
         if self.state is State.ENDED:
             return turn
-        if self.state is State.SIREN:
+        if self.state in CAPTURES:
             self._siren_failed(turn)
         elif self.state is State.CALLBACK_NUMBER:
             self._number_failed(turn)
@@ -227,6 +248,8 @@ class Dialogue:
                 self._speak(turn, self.confirm(self.pending))
             elif self.state is State.CALLBACK_OFFER:
                 self._speak(turn, self.prompt("callback_offer_again"))
+            elif self.state is State.LOOKUP_OFFER:
+                self._speak(turn, self.prompt("lookup_offer"))
             else:
                 self._speak(turn, self.prompt("no_input"))
         turn.state = self.state.value
@@ -234,12 +257,16 @@ class Dialogue:
 
     def key(self, digit: str) -> Turn:
         """A DTMF key. 0 asks for an advisor, except while the SIREN or a callback number is
-        typed; after a failed transfer, 1 accepts the callback and 2 declines it."""
+        typed; after a failed transfer, 1 accepts the callback and 2 declines it; when the
+        bot offers a look-up, the caller may start typing the number at once."""
         turn = Turn(caller=None, dtmf=digit)
         if self.state is State.ENDED:
             return turn
         self.no_input = 0
-        if self.state is State.SIREN:
+        if self.state is State.LOOKUP_OFFER and digit.isdigit() and digit != "0":
+            self._start_lookup(turn, ask=False)
+        if self.state in CAPTURES:
+            turn.intent = "siren"            # a key of the number (redacted in exports)
             if digit == "*":
                 self.siren_digits = ""
             elif digit == "#":
@@ -422,8 +449,13 @@ class Dialogue:
         else:
             topic = [self.prompt("implicit_confirm", topic=self.kb.intents[intent].topic)
                      ] if hedged else []
-            self._speak(turn, *topic, self.answer(intent), self.prompt("another_question"))
-            self.state = State.ANOTHER
+            if self._offers_lookup(intent):
+                self._speak(turn, *topic, self.answer(intent), self.prompt("lookup_offer"))
+                self.pending = intent
+                self.state = State.LOOKUP_OFFER
+            else:
+                self._speak(turn, *topic, self.answer(intent), self.prompt("another_question"))
+                self.state = State.ANOTHER
 
     # --- SIREN capture ---------------------------------------------------------------------
     def _hear_siren(self, turn: Turn, text: str) -> None:
@@ -445,6 +477,9 @@ class Dialogue:
             return
         if yes_no(text) == NO or declines_siren(text):
             turn.intent, turn.decision = self.ids.no, CONFIDENT
+            if self.state is State.LOOKUP_SIREN:
+                self._lookup_given_up(turn)
+                return
             self._speak(turn, self.prompt("siren_skip"))
             self._transfer(turn, "personal_case", self.pending)
             return
@@ -458,23 +493,34 @@ class Dialogue:
     def _check_siren(self, turn: Turn, digits: str) -> None:
         siren = siren_from_digits(digits)
         self.siren_digits = ""
-        if siren:
-            self._speak(turn, self.prompt("siren_ok"))
-            self._transfer(turn, "personal_case", self.pending, siren)
+        if self.state is State.LOOKUP_SIREN:
+            self._look_up(turn, digits, siren)
+        elif siren:
+            says, facts = [], ""
+            if self.register is not None and self.register.available:
+                found = self._register_answer(turn, siren)
+                facts = found.advisor
+                if self.pending in self.config.lookup_intents:
+                    says = list(found.says)   # the caller hears it before the transfer
+            self._speak(turn, *says, self.prompt("siren_ok"))
+            self._transfer(turn, "personal_case", self.pending, siren, facts)
         else:
             self._siren_failed(turn)
 
     def _siren_failed(self, turn: Turn) -> None:
         self.siren_failures += 1
         self.siren_digits = ""
-        if self.siren_failures >= self.config.siren_attempts:
+        if self.siren_failures >= self.config.siren_attempts and \
+                self.state is State.LOOKUP_SIREN:
+            self._lookup_given_up(turn)
+        elif self.siren_failures >= self.config.siren_attempts:
             self._speak(turn, self.prompt("siren_skip"))
             self._transfer(turn, "personal_case", self.pending)
         else:
             self._speak(turn, self.prompt("siren_invalid"))
 
     # --- callback after a failed transfer -------------------------------------------------
-    def _hear_offer(self, turn: Turn, text: str) -> None:
+    def _hear_callback_offer(self, turn: Turn, text: str) -> None:
         """ "Voulez-vous qu'un conseiller vous rappelle ?": a yes or a no, read as the
         confirmations are (rules first, then the classifier's yes/no intents)."""
         ids = self.ids
@@ -562,3 +608,77 @@ class Dialogue:
             self._end(turn, HangUp("callback_no_number"))
         else:
             self._speak(turn, self.prompt("callback_number_invalid"))
+
+    # --- the caller's company in the register ---------------------------------------------
+    def _offers_lookup(self, intent: str) -> bool:
+        """After this answer, offer to look the caller's number up? Only with a register,
+        and for the answers that depend on the company (``dialogue.lookup_intents``)."""
+        return self.register is not None and intent in self.config.lookup_intents \
+            and self.register.available
+
+    def _hear_lookup_offer(self, turn: Turn, text: str) -> None:
+        """ "Voulez-vous me donner votre numéro ?": digits are the number itself; a yes asks
+        for it; a no, a thank-you or a new question are read as after "Avez-vous une autre
+        question ?", which the offer stands for."""
+        digits = spoken_digits(text)
+        if len(digits) >= 2:
+            self._start_lookup(turn, ask=False)
+            self._hear_siren(turn, text)
+            return
+        self.state = State.ANOTHER
+        u = self._understand(text)
+        turn.intent, turn.confidence = u.intent, u.confidence
+        turn.alternatives, turn.decision = u.alternatives, u.decision
+        understood = u.decision != REJECT
+        reply = split_reply(text)
+        if (understood and u.intent == self.ids.yes and not announces_question(reply.rest)) \
+                or (reply.head == YES and not reply.correction and not understood):
+            # "oui", "d'accord", "oui je veux bien" (a yes whose rest means nothing more)
+            self._start_lookup(turn, ask=True)
+        elif understood and u.intent == self.ids.no:
+            self.pending = None
+            self._speak(turn, self.prompt("lookup_declined"), self.prompt("another_question"))
+        elif understood and u.intent == self.ids.repeat:
+            self._act(turn, u.intent)
+            self.state = State.LOOKUP_OFFER
+        else:
+            self.pending = None
+            self._route(turn, u)
+
+    def _start_lookup(self, turn: Turn, ask: bool) -> None:
+        """Into the SIREN capture, for a look-up (``ask``: say what to give)."""
+        if ask:
+            self._speak(turn, self.prompt("lookup_ask"))
+        self.siren_failures = 0
+        self.siren_digits = ""
+        self.state = State.LOOKUP_SIREN
+
+    def _register_answer(self, turn: Turn, siren: str) -> CompanyAnswer:
+        """Look ``siren`` up, record it in the turn, and word the answer."""
+        assert self.register is not None
+        lookup = self.register.lookup(siren)
+        found = company_answer(lookup, self.kb.prompts,
+                               reachable=lookup.found or self.register.available)
+        turn.events.append(CompanyLookup(siren, found.result))
+        return found
+
+    def _look_up(self, turn: Turn, digits: str, siren: str | None) -> None:
+        """The number is complete: answer from the register, or ask again as the capture
+        does for a wrong key (the failed attempt is recorded too)."""
+        if siren is None:                      # a wrong Luhn key: not worth a look-up
+            turn.events.append(CompanyLookup(digits, INVALID))
+            self._siren_failed(turn)
+            return
+        found = self._register_answer(turn, siren)
+        if found.result == INVALID:            # refused by the register's own checks
+            self._siren_failed(turn)
+            return
+        self._speak(turn, *found.says, self.prompt("another_question"))
+        self.pending = None
+        self.state = State.ANOTHER
+
+    def _lookup_given_up(self, turn: Turn) -> None:
+        self._speak(turn, self.prompt("lookup_skip"), self.prompt("another_question"))
+        self.pending = None
+        self.siren_digits = ""
+        self.state = State.ANOTHER

@@ -4,7 +4,8 @@ Two kinds of records live here, both plain data:
 
 * The dialogue's **decisions** — :class:`Say`, :class:`Transfer`, :class:`HangUp`,
   :class:`CallbackRequested` — gathered in a :class:`Turn` (one exchange: what the caller
-  did, what the bot decided).
+  did, what the bot decided), with the register look-ups (:class:`CompanyLookup`) the turn
+  made.
 * The **call events** a :class:`~callbot.session.CallSession` emits, in call order, to every
   :class:`CallObserver`: speech started, partial, final, turn decided (with its latency),
   barge-in, a turn taken back, a holding prompt for a slow answer, the answer's first frame
@@ -81,7 +82,25 @@ class CallbackRequested:
                 "reason": self.reason, "intent": self.intent, "siren": self.siren}
 
 
-Decision = Say | Transfer | HangUp | CallbackRequested
+
+
+@dataclass(frozen=True)
+class CompanyLookup:
+    """A number looked up in the Sirene register during the turn, and what came of it.
+
+    Kept in the turn's events so the transcript says which number the caller had checked
+    and what the bot could tell; exports redact ``number`` like every SIREN.
+    """
+
+    number: str              # the digits the caller gave (a SIREN once Luhn-checked)
+    result: str              # found | not_found | partial | invalid
+
+    def to_json(self) -> dict:
+        return {"type": "lookup", "number": self.number, "result": self.result}
+
+
+
+Decision = Say | Transfer | HangUp | CallbackRequested | CompanyLookup
 Ending = Transfer | HangUp
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 from .asr.base import AsrEngine
 from .embedding import SentenceEncoder
+from .company import CompanyRegister, open_register
 from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, split_frames
 from .config import Config
 from .errors import CallbotError
@@ -52,7 +53,8 @@ class Understanding:
 
 @dataclass
 class Engines:
-    """Per-process resources: knowledge base, classifier, recognizer engine, speech cache.
+    """Per-process resources: knowledge base, classifier, recognizer engine, speech cache,
+    the Sirene register.
 
     A retrained classifier (``callbot train``, or the console's retrain) replaces the model
     file atomically. :meth:`refresh`, called as each call starts, only looks at the file; a
@@ -74,6 +76,9 @@ class Engines:
     # (None: each classifier loads it in this process).
     encoders: Callable[[str], SentenceEncoder] | None = None
     log: Callable[..., None] | None = None     # log(event, **fields): reloads said
+    # The Sirene register ([sirene]) the dialogue looks callers' numbers up in, used while
+    # it is available (a register imported later serves the next look-ups; None: none).
+    register: CompanyRegister | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _loader: threading.Thread | None = field(default=None, repr=False)
     _tried: tuple[int, int, int] = (0, 0, 0)   # the last file a load was started for
@@ -104,7 +109,9 @@ class Engines:
         if asr and config.endpointing.turn_model:
             from .smartturn import load_smart_turn
             turn_model = load_smart_turn(config.paths.models)
-        return cls(config, kb, classifier, tts, asr_engine, turn_model, stamp, encoders, log)
+        register = open_register(config, kb)
+        return cls(config, kb, classifier, tts, asr_engine, turn_model, stamp, encoders, log,
+                   register)
 
     def understanding(self) -> Understanding:
         """The knowledge base and classifier in service now (one read: a consistent pair)."""
@@ -234,7 +241,7 @@ class CallSession:
         self.call_id = call_id
         understanding = engines.understanding()
         self.dialogue = Dialogue(understanding.kb, understanding.classifier,
-                                 self.config.dialogue)
+                                 self.config.dialogue, engines.register)
         self.listener = (Listener(engines.asr, self.config.endpointing, TELEPHONY_RATE)
                          if engines.asr is not None else None)
         self.turn_taker = (TurnTaker(self.listener, self.dialogue, self.config.endpointing,

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from .audio import FRAME_MS, TELEPHONY_RATE, frame_bytes, read_wav, split_frames
-from .events import (BargeIn, CallbackRequested, CallEvent, Ended, HangUp, Transfer, Turn,
-                     TurnDecided)
+from .events import (BargeIn, CallbackRequested, CallEvent, CompanyLookup, Ended, HangUp,
+                     Transfer, Turn, TurnDecided)
 from .session import CallSession, Engines
 
 if TYPE_CHECKING:
@@ -189,6 +189,8 @@ def transcript_lines(turn: Turn) -> list[str]:
             lines.append(f"-> hang up ({e.reason})")
         elif isinstance(e, CallbackRequested):
             lines.append(f"-> callback requested on {e.number} ({e.source}; {e.reason})")
+        elif isinstance(e, CompanyLookup):
+            lines.append(f"-> register look-up: {e.result}")
         else:
             lines.append(f"bot:    {e.text}" + ("  [slowly]" if e.slow else ""))
     return lines

@@ -178,7 +178,7 @@ def test_conversation_replies_are_not_topics_for_follow_ups(dlg):
 
 def test_the_snapshot_holds_every_piece_of_conversation_state(dlg):
     """A take-back restores the snapshot: a state field it forgot would leak across."""
-    fixed = {"kb", "ids", "classifier", "config"}
+    fixed = {"kb", "ids", "classifier", "config", "register"}
     assert set(vars(dlg)) - fixed == {f.name for f in dataclasses.fields(DialogueSnapshot)}
     dlg.hear("comment je fais pour trouver mon code ape")
     snap = dlg.snapshot()

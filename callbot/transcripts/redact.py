@@ -16,6 +16,7 @@ lowercase and without punctuation:
   prices, dates and years ("trois cent cinquante euros", "deux mille vingt-quatre") stay. In
   a SIREN-capture turn every number goes, because callers spread the nine digits over
   several utterances;
+  The keys typed during a SIREN capture, and the number of a register look-up, go too;
 * e-mail addresses, written or spoken ("jean point dupont arobase orange point fr");
 * postal addresses: a street with its house number ("12 bis rue de la Paix"), or after
   "j'habite", "mon adresse"..., and postal codes with their town ("75002 Paris").
@@ -260,6 +261,8 @@ def _redact_event(event: dict[str, Any]) -> dict[str, Any]:
         for key in ("summary", "last_utterance"):
             ctx[key] = redact_text(ctx.get(key))
         event["context"] = ctx
+    if event.get("type") == "lookup" and event.get("number"):
+        event["number"] = NUMBER          # a register look-up: the number the caller gave
     return event
 
 
@@ -269,7 +272,8 @@ def redact_turn(turn: dict[str, Any]) -> dict[str, Any]:
     capture = turn.get("speaker") != "bot" and (turn.get("decision") == "capture"
                                                 or turn.get("state") == "siren_capture")
     out["text"] = redact_text(turn.get("text"), all_numbers=capture)
-    if turn.get("dtmf") and turn.get("state") in ("siren_capture", "ended"):
+    if turn.get("dtmf") and (turn.get("intent") == "siren"
+                             or turn.get("state") in ("siren_capture", "ended")):
         out["dtmf"] = "*"
     events = turn.get("events")
     if isinstance(events, str):
