@@ -53,6 +53,9 @@ data = "{d / 'data'}"
 [sirene]
 path = "{d / 'sirene.sqlite3'}"
 
+[transcripts]
+debug_personal_data = true    # the test reads what the bot heard and said in its log
+
 [sip]
 max_calls = 2
 rtp_port_range = 40
