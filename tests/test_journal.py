@@ -29,6 +29,7 @@ from callbot.transcripts.writes import Operation
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = [sys.executable, "-m", "callbot"]
+OUTAGE_S = 120.0      # how long PostgreSQL stays down in the outage test
 ASK, BYE = "comment je trouve mon code ape", "au revoir"
 
 
@@ -373,8 +374,9 @@ REPLAY = textwrap.dedent("""
 
 def test_postgresql_stopped_mid_call_and_the_writer_sigkilled_loses_and_doubles_nothing(
         config, tmp_path):
-    """PostgreSQL stops in the middle of a call; two more turns are said; the process that
-    records the call is SIGKILLed while the database is still down. Restarted with the same
+    """PostgreSQL stops in the middle of a call for 2 minutes; two more turns are said; the
+    process that records the call retries through the outage and is SIGKILLed while the
+    database is still down. Restarted with the same
     worker name once PostgreSQL is back, it writes every turn exactly once; a second replay
     of the same journal (a crash before it was emptied) changes nothing."""
     from pg_server import PgServer
@@ -404,18 +406,25 @@ def _stop_kill_restart(server, config, tmp_path: Path) -> None:
         reader.close()
 
         server.stop()                                       # the outage starts
+        outage_from = time.monotonic()
         child.stdin.write("go on\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "DURING", child.stderr.read()
         assert journal_backlog(cfg) == 2                    # one operation per turn
+        # the writer retries through a long outage (every 5 s at most) while the call goes
+        # on (the bot's no-input prompts are turns too); killed near the outage's end
+        time.sleep(max(0.0, outage_from + OUTAGE_S - 5 - time.monotonic()))
+        assert child.poll() is None, child.stderr.read()
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-    assert journal_backlog(cfg) == 2
+    waiting = journal_backlog(cfg)
+    assert waiting >= 2
     [path] = _journal_files(cfg)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     copy = path.read_bytes()
+    time.sleep(max(0.0, outage_from + OUTAGE_S - time.monotonic()))
     server.start()                                          # the outage ends
 
     def replay() -> int:
@@ -424,8 +433,8 @@ def _stop_kill_restart(server, config, tmp_path: Path) -> None:
         assert out.returncode == 0 and out.stdout.startswith("REPLAYED"), out.stderr
         return int(out.stdout.split()[1])
 
-    # the two journaled turns, then the closing of the call the killed process left open
-    assert replay() == 3
+    # the journaled operations, then the closing of the call the killed process left open
+    assert replay() == waiting + 1
     assert journal_backlog(cfg) == 0 and path.stat().st_size == 0
     reader = open_store(cfg)
     call, turns = _rows(reader, "pg-call")
@@ -437,7 +446,7 @@ def _stop_kill_restart(server, config, tmp_path: Path) -> None:
     reader.close()
 
     path.write_bytes(copy)                      # as if the process died before emptying it
-    assert replay() == 3
+    assert replay() == waiting + 1
     reader = open_store(cfg)
     assert _rows(reader, "pg-call") == (call, turns)
     reader.close()
