@@ -18,6 +18,7 @@ a lookup one B-tree descent.
 from __future__ import annotations
 
 import fcntl
+from itertools import chain
 import logging
 import os
 import sqlite3
@@ -232,7 +233,7 @@ def open_reader(where: Location) -> Reader:
 
 # --- building -----------------------------------------------------------------------------
 class Builder(Protocol):
-    def load(self, kind: str, rows: Iterable[list[tuple]]) -> None: ...
+    def load(self, kind: str, rows: Iterable[Any]) -> None: ...
     def carry_over(self, kind: str) -> bool: ...
     def finish(self, meta: dict[str, str]) -> None: ...
 
@@ -260,15 +261,23 @@ class SqliteBuilder:
         for ddl in _SQLITE_DDL.values():
             self.conn.execute(ddl)
 
-    # Both files at once, one process each (two cores): each fills its own part file,
-    # then absorb() moves the part's table into the new register (SQLite's transfer of a
-    # whole table, page by page, with no row decoded).
+    # Both files at once, one process each (two cores). SQLite has one writer per file:
+    # the legal units go straight into the new register, the establishments into a part
+    # file whose table absorb() then moves in (SQLite's transfer of a whole table, page by
+    # page, no row decoded). Absorbing one table rather than two saved 0.6 s of 11 on the
+    # million-unit files.
     parallel = True
 
     def part_path(self, kind: str) -> Path:
-        return self.tmp.with_name(f"{self.tmp.name}.{kind}")
+        if kind == "unite_legale":
+            return self.tmp
+        part = self.tmp.with_name(f"{self.tmp.name}.{kind}")
+        part.unlink(missing_ok=True)
+        return part
 
     def absorb(self, kind: str, part: Path) -> None:
+        if part == self.tmp:
+            return
         self.conn.execute("ATTACH DATABASE ? AS part", (str(part),))
         try:
             self.conn.execute(f"INSERT INTO main.{TABLES[kind]} SELECT * FROM part.{TABLES[kind]}")
@@ -276,7 +285,7 @@ class SqliteBuilder:
             self.conn.execute("DETACH DATABASE part")
         part.unlink(missing_ok=True)
 
-    def load(self, kind: str, rows: Iterable[list[tuple]]) -> None:
+    def load(self, kind: str, rows: Iterable[Any]) -> None:
         load_sqlite(self.conn, kind, rows)
 
     def carry_over(self, kind: str) -> bool:
@@ -313,7 +322,7 @@ class SqliteBuilder:
         finally:
             self.tmp.unlink(missing_ok=True)
             for kind in TABLES:
-                self.part_path(kind).unlink(missing_ok=True)
+                self.part_path(kind)          # removes a part file
             self._lock.close()
 
 
@@ -323,27 +332,41 @@ def _building_connection(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-65536")      # 64 MB
+    conn.execute("PRAGMA cache_size=-16384")      # 16 MB
     conn.execute("PRAGMA page_size=8192")
     return conn
 
 
-def load_sqlite(conn: sqlite3.Connection, kind: str, rows: Iterable[list[tuple]]) -> None:
+# Rows per INSERT statement. Python's sqlite3 steps a statement once per row of an
+# executemany, and that per-row round trip was most of an import; one statement of 200
+# rows (1,200 to 2,200 parameters, far below SQLite's 32,766) inserted 300,000
+# establishments in 1.9 µs a row instead of 4.4.
+ROWS_PER_INSERT = 200
+
+
+def load_sqlite(conn: sqlite3.Connection, kind: str, batches: Iterable[Any]) -> None:
+    """Arrow tables of the stored columns (``rows.stored_batches``) into the new file."""
     cols = UNIT_COLUMNS if kind == "unite_legale" else ETAB_COLUMNS
-    sql = (f"INSERT INTO {TABLES[kind]} ({', '.join(cols)}) "
-           f"VALUES ({', '.join('?' * len(cols))})")
+    one = f"({', '.join('?' * len(cols))})"
+    head = f"INSERT INTO {TABLES[kind]} ({', '.join(cols)}) VALUES "
+    many = head + ", ".join([one] * ROWS_PER_INSERT)
     conn.execute("BEGIN")
-    for batch in rows:
-        conn.executemany(sql, batch)
+    for table in batches:
+        rows = list(zip(*(table.column(c).to_pylist() for c in cols)))
+        full = len(rows) - len(rows) % ROWS_PER_INSERT
+        for i in range(0, full, ROWS_PER_INSERT):
+            conn.execute(many, list(chain.from_iterable(rows[i:i + ROWS_PER_INSERT])))
+        if full < len(rows):
+            conn.executemany(head + one, rows[full:])
     conn.execute("COMMIT")
 
 
-def fill_part(part: Path, kind: str, rows: Iterable[list[tuple]]) -> None:
-    """One table of a new register in its own file (see SqliteBuilder.absorb)."""
-    part.unlink(missing_ok=True)
+def fill_part(part: Path, kind: str, rows: Iterable[Any]) -> None:
+    """One table of a new register, written by a process of its own into the register
+    being built or a part file (see SqliteBuilder.part_path)."""
     conn = _building_connection(part)
     try:
-        conn.execute(_SQLITE_DDL[kind])
+        conn.execute(_SQLITE_DDL[kind].replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
         load_sqlite(conn, kind, rows)
     finally:
         conn.close()
@@ -375,13 +398,22 @@ class PgBuilder:
         return self.conn.execute("SELECT to_regclass(%s)",
                                  (f"sirene_{kind}",)).fetchone()[0] is not None
 
-    def load(self, kind: str, rows: Iterable[list[tuple]]) -> None:
+    def load(self, kind: str, rows: Iterable[Any]) -> None:
+        """COPY in CSV written by Arrow (C++): a null is an empty field, an empty string a
+        quoted one, which is exactly how PostgreSQL's CSV format reads them."""
+        import io
+
+        import pyarrow.csv as pcsv
+
         cols = UNIT_COLUMNS if kind == "unite_legale" else ETAB_COLUMNS
+        options = pcsv.WriteOptions(include_header=False)
         with self.conn.cursor() as cur:
-            with cur.copy(f"COPY sirene_{kind}_new ({', '.join(cols)}) FROM STDIN") as copy:
-                for batch in rows:
-                    for row in batch:
-                        copy.write_row(row)
+            with cur.copy(f"COPY sirene_{kind}_new ({', '.join(cols)}) FROM STDIN "
+                          f"(FORMAT csv)") as copy:
+                for table in rows:
+                    buf = io.BytesIO()
+                    pcsv.write_csv(table.select(list(cols)), buf, write_options=options)
+                    copy.write(buf.getbuffer())
 
     def carry_over(self, kind: str) -> bool:
         if not self._live_exists(kind):
