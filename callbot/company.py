@@ -154,6 +154,8 @@ def _advisor_line(lookup: "Lookup") -> str:
     if lookup.ape:
         parts.append(f"APE {lookup.ape}" + (f" ({lookup.ape_label})" if lookup.ape_label
                                             else ""))
+    if lookup.ape_naf25:
+        parts.append(f"NAF 2025 {lookup.ape_naf25}")
     if lookup.date_creation:
         parts.append(f"créée le {_written(lookup.date_creation)}")
     siege = lookup.siege

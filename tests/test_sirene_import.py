@@ -128,6 +128,8 @@ def test_import_matches_the_files(cfg, tmp_path):
             assert a.etat_administratif == r["etatAdministratifUniteLegale"]
             assert a.date_etat == r["dateDebut"] and a.ape == r["activitePrincipaleUniteLegale"]
             assert a.ape_label                       # every generated code is a real one
+            assert a.ape_naf25 == (r["activitePrincipaleNAF25UniteLegale"] or None)
+            assert a.ape_naf25 is None or a.ape_naf25_label
             head = heads[r["siren"] + r["nicSiegeUniteLegale"]]
             if pp:
                 assert a.denomination is None and a.siege is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,8 @@ def site(s: str, nic: str, siege: bool = True, **values: str) -> dict[str, str]:
 
 
 UNITS = [
-    unit(COMPANY, denominationUniteLegale="LE BON COIN DE RUE"),
+    unit(COMPANY, denominationUniteLegale="LE BON COIN DE RUE",
+         activitePrincipaleNAF25UniteLegale="56.11G"),
     unit(PERSON, categorieJuridiqueUniteLegale="1000", denominationUniteLegale="",
          nomUniteLegale="DUPONTEL", prenom1UniteLegale="JEANNETTE",
          prenomUsuelUniteLegale="JEANNETTE", sexeUniteLegale="F",
@@ -111,7 +113,7 @@ def register(request, config: Config, tmp_path: Path):
 
 
 NOTHING = dict(etat_administratif=None, date_etat=None, date_creation=None, ape=None,
-               ape_label=None, categorie_juridique=None, personne_physique=None,
+               ape_label=None, ape_naf25=None, ape_naf25_label=None, categorie_juridique=None, personne_physique=None,
                denomination=None, siege=None)
 
 
@@ -129,6 +131,7 @@ def test_company_answer(register):
         "siren": COMPANY, "valid": True, "found": True, "diffusible": True,
         "etat_administratif": "A", "date_etat": "2011-05-02", "date_creation": "2011-05-02",
         "ape": "56.10A", "ape_label": "Restauration traditionnelle",
+        "ape_naf25": "56.11G", "ape_naf25_label": "Restauration traditionnelle",
         "categorie_juridique": "5710", "personne_physique": False,
         "siege": {"code_postal": "75011", "commune": "PARIS 11"}}
     # no street address anywhere in the answer
@@ -218,13 +221,29 @@ def test_la_poste_sirets_follow_their_own_key():
     assert not siret_ok("35600000000011")
 
 
-def test_naf_2025_code_is_not_given_a_rev2_label(register):
+def test_naf_2025_code_is_read_with_its_2025_label_never_a_rev2_one(register):
     a = register.lookup(NAF25)
-    assert a.ape == "01.11Y" and a.ape_label is None
+    assert a.ape == "01.11Y"
+    assert a.ape_label == ("Culture de céréales, à l'exception du riz, de légumineuses et de "
+                           "graines oléagineuses")
+    # the same-looking code of the other nomenclature has no label
+    assert ape_label("01.11Y", "NAFRev2") is None and ape_label("56.10A", "NAF2025") is None
+
+
+def test_the_naf_2025_code_the_files_carry_beside_the_ape_is_given_with_its_label(register):
+    a = register.lookup(COMPANY)
+    assert (a.ape, a.ape_naf25, a.ape_naf25_label) == ("56.10A", "56.11G",
+                                                       "Restauration traditionnelle")
+    assert register.lookup(CLOSED).ape_naf25 is None     # an older file: no such column value
 
 
 def test_labels_file():
     assert len(codes("NAFRev2")) == 732
+    assert len(codes("NAF2025")) == 747                 # INSEE: 747 sub-classes
+    assert all(re.fullmatch(r"\d\d\.\d\d[GHJKLY]", c) for c in codes("NAF2025"))
+    assert ape_label("01.48G", "NAF2025") == "Apiculture"
+    assert ape_label("5611g", "NAF2025") == "Restauration traditionnelle"
+    assert "\u2019" not in "".join(ape_label(c, "NAF2025") for c in codes("NAF2025"))
     assert ape_label("62.01Z") == "Programmation informatique"
     assert ape_label("6201Z") == "Programmation informatique"     # the undotted spelling
     assert ape_label("62.01Z", "NAFRev1") is None

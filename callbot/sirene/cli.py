@@ -62,6 +62,9 @@ def describe(answer) -> list[str]:
         lines.append(f"name: {answer.denomination}")
     lines.append(f"APE {answer.ape or '?'}" + (f": {answer.ape_label}" if answer.ape_label
                                                 else " (no label known for this code)"))
+    if answer.ape_naf25:
+        lines.append(f"NAF 2025 {answer.ape_naf25}" + (f": {answer.ape_naf25_label}"
+                                                       if answer.ape_naf25_label else ""))
     lines.append(f"legal category {answer.categorie_juridique or '?'}"
                  + (" (individual entrepreneur: no name nor place is given)"
                     if answer.personne_physique else ""))

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..config import Config
 from ..siren import luhn_ok
-from .labels import ape_label
+from .labels import NAF_2025, ape_label
 from .schema import PERSONNE_PHYSIQUE
 from .store import Reader, location, open_reader
 
@@ -62,6 +62,10 @@ class Lookup:
     date_creation: str | None = None
     ape: str | None = None           # "56.10A"
     ape_label: str | None = None     # "Restauration traditionnelle"
+    # The same activity in NAF 2025, which the files already carry beside the APE code
+    # (activitePrincipaleNAF25UniteLegale) before it becomes the APE in January 2027.
+    ape_naf25: str | None = None     # "56.11Y"
+    ape_naf25_label: str | None = None
     categorie_juridique: str | None = None
     personne_physique: bool | None = None   # individual entrepreneur (category 1000)
     denomination: str | None = None  # never for a natural person nor when not diffusible
@@ -81,6 +85,8 @@ class Lookup:
             "date_creation": self.date_creation,
             "ape": self.ape,
             "ape_label": self.ape_label,
+            "ape_naf25": self.ape_naf25,
+            "ape_naf25_label": self.ape_naf25_label,
             "categorie_juridique": self.categorie_juridique,
             "personne_physique": self.personne_physique,
             "siege": {"code_postal": self.siege.code_postal if self.siege else None,
@@ -154,7 +160,7 @@ class Register:
         row = self._reader.unit(int(siren))
         if row is None:
             return not_found
-        (_, diffusible, etat, date_etat, date_creation, ape, nomenclature, _naf25, categorie,
+        (_, diffusible, etat, date_etat, date_creation, ape, nomenclature, naf25, categorie,
          denomination, nic_siege) = row
         etab = self._reader.etab(int(siret)) if siret else None
         if siret and etab is None:
@@ -166,6 +172,7 @@ class Register:
             siren=siren, found=True, valid=True, diffusible=True,
             etat_administratif=etat, date_etat=date_etat, date_creation=date_creation,
             ape=ape, ape_label=ape_label(ape, nomenclature),
+            ape_naf25=naf25, ape_naf25_label=ape_label(naf25, NAF_2025),
             categorie_juridique=categorie, personne_physique=personne_physique,
             denomination=None if personne_physique else denomination,
             siret=siret, etablissement_etat=etab[3] if etab and etab[1] else None)

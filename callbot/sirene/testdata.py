@@ -24,11 +24,12 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TextIO
 
 from ..siren import luhn_ok
-from .labels import codes
+from .labels import NAF_2025, codes
 from .schema import FILE_NAMES, OFFICIAL, Kind
 
 
@@ -103,6 +104,22 @@ def _date(rng: random.Random, y0: int, y1: int) -> str:
     return f"{rng.randint(y0, y1)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
 
 
+@lru_cache(maxsize=1)
+def _naf25_by_division() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for c in codes(NAF_2025):
+        out.setdefault(c[:2], []).append(c)
+    return out
+
+
+def _naf25(ape: str, siren8: str) -> str:
+    """A NAF 2025 code of the same division as ``ape`` (the files carry both since 2025),
+    chosen from the number so the seeded draws of the other columns stay as they were; not
+    INSEE's correspondence table, which the answers never need."""
+    same = _naf25_by_division().get(ape[:2])
+    return same[int(siren8) % len(same)] if same else ""
+
+
 def generate(folder: Path | str, units: int, seed: int = 0, zipped: bool = True) -> Generated:
     """A StockUniteLegale and a StockEtablissement of ``units`` legal units in ``folder``."""
     folder = Path(folder)
@@ -152,6 +169,7 @@ def generate(folder: Path | str, units: int, seed: int = 0, zipped: bool = True)
             row[ul_ix["categorieJuridiqueUniteLegale"]] = cat
             row[ul_ix["activitePrincipaleUniteLegale"]] = ape
             row[ul_ix["nomenclatureActivitePrincipaleUniteLegale"]] = "NAFRev2"
+            row[ul_ix["activitePrincipaleNAF25UniteLegale"]] = _naf25(ape, siren8)
             row[ul_ix["nicSiegeUniteLegale"]] = nics[0]
             row[ul_ix["caractereEmployeurUniteLegale"]] = rng.choice("NNNO")
             row[ul_ix["trancheEffectifsUniteLegale"]] = "NN"
