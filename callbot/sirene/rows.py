@@ -135,12 +135,11 @@ def stored_batches(kind: str, path: Path, header: list[str], rep: FileReport,
     """
     wanted = [c for c in NEEDED[kind] + OPTIONAL[kind] if c in header]
     key, digits = KEYS[kind]
-    bad_rows: list[str] = []
+    bad_rows: list[tuple[int | None, str]] = []    # (line, what) of a malformed row
 
     def invalid(row) -> str:
-        bad_rows.append(f"{row.actual_columns} fields where the header has "
-                        f"{row.expected_columns}")
-        bad_rows.append(row.number)
+        bad_rows.append((row.number, f"{row.actual_columns} fields where the header has "
+                                     f"{row.expected_columns}"))
         return "error"
 
     with _raw(path) as raw:
@@ -164,7 +163,7 @@ def stored_batches(kind: str, path: Path, header: list[str], rep: FileReport,
                 tick(rep.rows)
         except pa.ArrowInvalid as exc:
             if bad_rows:
-                raise damaged(path.name, bad_rows[1], bad_rows[0]) from None
+                raise damaged(path.name, *bad_rows[0]) from None
             if "UTF8" in str(exc):
                 raise RegisterError(f"{path}: not UTF-8 text; take the *_utf8 stock files "
                                     f"(StockUniteLegale_utf8.zip, "
