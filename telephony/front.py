@@ -29,6 +29,7 @@ from .settings import TelephonySettings
 
 MAX_BACKOFF_S = 30.0
 MISSES_BEFORE_RESTART = 3
+CHECK_TIMEOUT_S = 60         # `kamailio -c` takes 50 ms; only a starved machine gets near
 
 
 def plan_for(settings: TelephonySettings, secret: str = "") -> dispatcher.DispatcherPlan:
@@ -69,8 +70,12 @@ class Front:
             raise ConfigError("workers.count > 1 needs Kamailio in front of the workers: "
                               "install it (apt-get install kamailio) or set workers.count = 1")
         self.cfg = dispatcher.write_config(self.plan, self.folder)
-        res = subprocess.run(dispatcher.check_command(self.cfg), capture_output=True,
-                             text=True, timeout=30)
+        try:
+            res = subprocess.run(dispatcher.check_command(self.cfg), capture_output=True,
+                                 text=True, timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"{self.cfg}: kamailio -c did not finish in {CHECK_TIMEOUT_S} s "
+                              f"(machine overloaded?): start callbot serve again") from None
         if res.returncode != 0:
             lines = [ln for ln in (res.stderr + res.stdout).splitlines() if "ERROR" in ln]
             raise ConfigError(f"{self.cfg}: kamailio -c refused the generated front: "

@@ -440,6 +440,19 @@ def _check_ports(sip: SipSettings, workers: WorkersSettings, where: str) -> None
                           f"sip.rtp_port_range = {top} goes past port 65535")
     if workers.base_sip_port + workers.count - 1 > 65535:
         raise ConfigError(f"{where}: workers.base_sip_port + workers.count goes past 65535")
+    # A port inside the workers' RTP ports would be taken by a call's media at some point:
+    # the SIP port that then fails to bind is found only under load, so refuse it now.
+    if workers.count:
+        span = f"{workers.base_rtp_port}-{top - 1} (workers.base_rtp_port + workers.count x " \
+               f"sip.rtp_port_range)"
+        if workers.front == "local" and workers.base_rtp_port <= sip.port < top:
+            raise ConfigError(f"{where}: sip.port {sip.port} lies inside the workers' RTP "
+                              f"ports {span}: choose another sip.port or base_rtp_port")
+        last_sip = workers.base_sip_port + workers.count - 1
+        if workers.base_sip_port < top and workers.base_rtp_port <= last_sip:
+            raise ConfigError(f"{where}: the workers' SIP ports {workers.base_sip_port}-"
+                              f"{last_sip} overlap their RTP ports {span}: move "
+                              f"workers.base_sip_port or workers.base_rtp_port")
 
 
 # --- the core's `callbot config check` ----------------------------------------------------

@@ -105,12 +105,17 @@ def serve_config(folder: Path, workers: int = 2, extra: str = "",
     ``sip.port``, ``workers`` workers behind it, data in ``folder/data``. ``sections`` add or
     override keys (``sip={"media_timeout_s": 2}``), ``workers_table`` those of [workers];
     ``extra`` is appended as is. The one serve configuration of the tests and benchmarks."""
-    front = free_port()
-    base = free_port_block(workers)
-    rtp = 20000 + (os.getpid() * 7 + base) % 300 * 150
+    rtp_range = 40
+    while True:   # the SIP ports must lie outside every RTP range (settings refuse it)
+        front = free_port()
+        base = free_port_block(workers)
+        rtp = 20000 + (os.getpid() * 7 + base) % 300 * 150
+        rtp_top = rtp + max(workers, 1) * rtp_range
+        if not any(rtp <= p < rtp_top for p in (front, *range(base, base + workers))):
+            break
     tables: dict[str, dict] = {
         "paths": {"data": str(folder / "data")},
-        "sip": {"port": front, "rtp_port_range": 40},
+        "sip": {"port": front, "rtp_port_range": rtp_range, "rtp_port_start": rtp},
         "workers": {"count": workers, "base_sip_port": base, "base_rtp_port": rtp,
                     "health_interval_s": 1.0, "drain_timeout_s": 3.0},
         # a free port: tests and benchmarks run beside each other and beside `make run`
@@ -145,7 +150,8 @@ class ServeProcess:
     def __init__(self, config_path: Path, log_dir: Path) -> None:
         self.events: list[dict] = []
         self.port = serve_port(config_path)
-        self.stderr = open(log_dir / "serve.err", "a")
+        self.stderr_path = log_dir / "serve.err"
+        self.stderr = open(self.stderr_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "callbot", "serve", "--config", str(config_path)],
             cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=self.stderr, text=True)
@@ -184,7 +190,12 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
-        raise AssertionError(f"{count} x event not seen; last: {self.events[-8:]}")
+        # what serve said on stderr is the reason when it printed no event at all
+        self.stderr.flush()
+        tail = self.stderr_path.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{count} x event not seen (serve exit code "
+                             f"{self.proc.poll()}); last: {self.events[-8:]}; "
+                             f"stderr: {tail}")
 
     def worker_pids(self) -> dict[int, int]:
         """The current pid of each worker slot."""

@@ -58,6 +58,8 @@ threads = 1
     ("[sip]\nbind = \"localhost\"\n", "sip.bind"),
     ("[sip]\nrtp_port_range = 6\n", "sip.rtp_port_range"),
     ("[sip]\nport = 40010\n", "sip.port"),                       # inside the RTP range
+    ("[sip]\nport = 40500\n[workers]\ncount = 4\n", "workers' RTP"),   # a worker's range
+    ("[workers]\ncount = 2\nbase_sip_port = 40100\n", "workers.base_sip_port"),
     ("[transfer]\non_failure = \"retry\"\n", "transfer.on_failure"),
     ("[transfer]\nqueue_uri = \"conseillers\"\n", "transfer.queue_uri"),
     ("[transfer]\nrefer_timeout_s = 0\n", "transfer.refer_timeout_s"),
