@@ -47,6 +47,7 @@ import time
 
 import pjsua2 as pj
 
+from callbot.asr.base import AsrOverloaded
 from callbot.errors import CallbotError
 from callbot.session import Engines
 
@@ -423,7 +424,7 @@ class Worker:
         self.accounts.clear()
 
 
-def warm_up(engines: Engines, calls: int = 1) -> Engines:
+def warm_up(engines: Engines, calls: int = 1, log: Log | None = None) -> Engines:
     """Recognition, classification and speech once before the first call: the first
     inference allocates and starts threads, and doing that during a call delayed the media
     clock (measured: 3-5 frames lost at the caller on the first call of a fresh worker). A
@@ -440,7 +441,12 @@ def warm_up(engines: Engines, calls: int = 1) -> Engines:
         for text in engines.kb.prompts.values():
             if len(speech) < longest and "{" not in text:
                 speech += engines.tts.get(text)
-        engines.asr.warm(speech[:longest], calls)
+        try:
+            engines.asr.warm(speech[:longest], calls)
+        except AsrOverloaded as exc:
+            # a busy shared service: the warm-up is an optimisation, the first call warms it
+            if log is not None:
+                log("warm_up_skipped", error=str(exc))
     for intent in engines.kb.intents.values():
         engines.tts.get(intent.answer)
     for p in engines.kb.phrasings[::40]:
@@ -473,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         nice = compute_nice(settings.workers.media_priority)
         engines = run_lowered(lambda: warm_up(Engines.load(settings.core, log=log),
-                                              settings.sip.max_calls), by=nice)
+                                              settings.sip.max_calls, log), by=nice)
         # A full garbage collection over the ~100k objects of the models and the knowledge
         # base holds the GIL for ~90 ms, stalling every call's clock (measured: 196 ms frame
         # gaps with 4 calls). Those objects live as long as the process: freeze them out of

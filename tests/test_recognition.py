@@ -271,6 +271,15 @@ def test_vosk_streams_through_the_service_and_survives_its_loss(tmp_path, stand_
 
     engine = RemoteStreamEngine(client, Counting)
     speech = pcm("vm-intro")
+    # a worker's warm-up adds one warm recognizer to the service's shared pool, whatever
+    # its number of calls, on a few seconds of speech (32 streams of 15 s from 8 workers
+    # kept the service past its answer timeout)
+    idle = vosk.idle
+    engine.warm(speech * 4, count=4)
+    end = time.monotonic() + 5
+    while vosk.idle == idle and time.monotonic() < end:
+        time.sleep(0.02)
+    assert vosk.idle == idle + 1 and heard == []
     alone = vosk.recognizer(8000)
     for frame in split_frames(speech, 8000, 20):
         alone.accept(frame)

@@ -37,6 +37,7 @@ RECONNECT_EVERY_S = 1.0
 HELLO_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 2
 CANCEL_TIMEOUT_S = 1.0
+WARM_STREAM_S = 4           # speech a worker gives the service's stream engine to warm
 
 
 class ServiceUnavailable(Exception):
@@ -491,13 +492,17 @@ class RemoteStreamEngine(RemoteEngineBase):
         return RemoteStreamRecognizer(self, check_rate(sample_rate))
 
     def warm(self, speech: bytes, count: int = 1) -> None:
-        recs = [self.recognizer(8000) for _ in range(count)]
-        for r in recs:
-            for i in range(0, len(speech), 320):
-                r.accept(speech[i:i + 320])
-            r.finish()
-        for r in recs:
-            r.close()
+        """One recognizer on a few seconds of speech, whatever ``count``: the service's
+        recognizers are pooled for every worker, so each worker adds one warm recognizer
+        to that pool. Warming ``count`` of them on 15 s each from every worker at once
+        (8 workers, 32 streams) kept the service busy past the 20 s answer timeout and
+        the workers died before their first call."""
+        r = self.recognizer(8000)
+        speech = speech[:WARM_STREAM_S * 16000]
+        for i in range(0, len(speech), 320):
+            r.accept(speech[i:i + 320])
+        r.finish()
+        r.close()
 
 
 class RemoteEncoder:
