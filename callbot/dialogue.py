@@ -65,7 +65,7 @@ class DialogueSnapshot:
     not_understood: int
     no_input: int
     siren_failures: int
-    siren_digits: str
+    digits: str
     pending: str | None
     intents: tuple[str, ...]
     last_utterance: str | None
@@ -78,7 +78,6 @@ class DialogueSnapshot:
     transfer_failure: str
     caller_number: str | None
     number_failures: int
-    number_digits: str
 
 
 def _frozen(value):
@@ -112,7 +111,9 @@ class Dialogue:
         self.not_understood = 0          # consecutive
         self.no_input = 0                # consecutive
         self.siren_failures = 0
-        self.siren_digits = ""           # digits given so far (said or typed) during capture
+        # the number being captured (a SIREN, a callback number): digits given so far, said
+        # in groups or typed key by key
+        self.digits = ""
         # intent being confirmed, whose transfer waits, or whose look-up is under way
         self.pending: str | None = None
         self.intents: list[str] = []     # understood intents, oldest first
@@ -128,7 +129,6 @@ class Dialogue:
         self.transfer_failure = ""
         self.caller_number: str | None = None
         self.number_failures = 0
-        self.number_digits = ""          # digits typed (or said) so far for that number
 
     # --- sentences ---------------------------------------------------------------------
     def prompt(self, name: str, **fields: str) -> Say:
@@ -265,14 +265,15 @@ class Dialogue:
         self.no_input = 0
         if self.state is State.LOOKUP_OFFER and digit.isdigit() and digit != "0":
             self._start_lookup(turn, ask=False)
-        if self.state in CAPTURES:
-            turn.intent = "siren"            # a key of the number (redacted in exports)
+        if self.state in CAPTURES or self.state is State.CALLBACK_NUMBER:
+            if self.state in CAPTURES:
+                turn.intent = "siren"        # a key of the number (redacted in exports)
             if digit == "*":
-                self.siren_digits = ""
+                self.digits = ""
             elif digit == "#":
-                self._check_siren(turn, self.siren_digits)
+                self._check_digits(turn)
             elif digit.isdigit():
-                self._add_siren_digits(turn, digit)
+                self._add_digits(turn, digit)
         elif self.state is State.CALLBACK_OFFER:
             if digit == "1":
                 self._accept_callback(turn)
@@ -280,13 +281,6 @@ class Dialogue:
                 self._decline_callback(turn)
             else:
                 self._speak(turn, self.prompt("callback_offer_again"))
-        elif self.state is State.CALLBACK_NUMBER:
-            if digit == "*":
-                self.number_digits = ""
-            elif digit == "#":
-                self._check_number(turn, self.number_digits)
-            elif digit.isdigit():
-                self._add_number_digits(turn, digit)
         elif digit == "0":
             self.intents.append(self.ids.advisor)
             self._speak(turn, self.answer(self.ids.advisor))
@@ -306,7 +300,7 @@ class Dialogue:
         self.transfer_failure = why
         self.caller_number = french_number(caller_number or "")
         self.no_input = self.not_understood = self.number_failures = 0
-        self.number_digits = ""
+        self.digits = ""
         self._speak(turn, self.prompt("callback_offer"))
         self.state = State.CALLBACK_OFFER
         turn.state = self.state.value
@@ -444,7 +438,7 @@ class Dialogue:
             self._speak(turn, self.answer(intent), self.prompt("siren_ask"))
             self.pending = intent
             self.siren_failures = 0
-            self.siren_digits = ""
+            self.digits = ""
             self.state = State.SIREN
         else:
             topic = [self.prompt("implicit_confirm", topic=self.kb.intents[intent].topic)
@@ -457,6 +451,22 @@ class Dialogue:
                 self._speak(turn, *topic, self.answer(intent), self.prompt("another_question"))
                 self.state = State.ANOTHER
 
+    # --- a number given in groups or key by key (a SIREN, a callback number) ------------
+    def _add_digits(self, turn: Turn, digits: str) -> None:
+        """Callers pause between groups and type key by key: digits add up across turns
+        until the number is long enough (9 for a SIREN, 10 for a phone number), then it is
+        checked; # checks it sooner, * starts it again."""
+        self.digits += digits
+        if len(self.digits) >= (10 if self.state is State.CALLBACK_NUMBER else 9):
+            self._check_digits(turn)
+
+    def _check_digits(self, turn: Turn) -> None:
+        digits, self.digits = self.digits, ""
+        if self.state is State.CALLBACK_NUMBER:
+            self._check_number(turn, digits)
+        else:
+            self._check_siren(turn, digits)
+
     # --- SIREN capture ---------------------------------------------------------------------
     def _hear_siren(self, turn: Turn, text: str) -> None:
         """ "Dites-moi votre numéro Siren": digits first (a "zéro" is a digit here, not a
@@ -465,7 +475,7 @@ class Dialogue:
         if len(digits) >= 2 or (digits and len(normalize(text).split()) <= 2):
             # Callers pause between groups: digits add up across utterances until nine.
             turn.intent, turn.confidence, turn.decision = "siren", None, "capture"
-            self._add_siren_digits(turn, digits)
+            self._add_digits(turn, digits)
             return
         u = self.classifier.classify(text)
         turn.intent, turn.confidence = u.intent, u.confidence
@@ -485,14 +495,8 @@ class Dialogue:
             return
         self._siren_failed(turn)
 
-    def _add_siren_digits(self, turn: Turn, digits: str) -> None:
-        self.siren_digits += digits
-        if len(self.siren_digits) >= 9:
-            self._check_siren(turn, self.siren_digits)
-
     def _check_siren(self, turn: Turn, digits: str) -> None:
         siren = siren_from_digits(digits)
-        self.siren_digits = ""
         if self.state is State.LOOKUP_SIREN:
             self._look_up(turn, digits, siren)
         elif siren:
@@ -509,7 +513,7 @@ class Dialogue:
 
     def _siren_failed(self, turn: Turn) -> None:
         self.siren_failures += 1
-        self.siren_digits = ""
+        self.digits = ""
         if self.siren_failures >= self.config.siren_attempts and \
                 self.state is State.LOOKUP_SIREN:
             self._lookup_given_up(turn)
@@ -554,7 +558,7 @@ class Dialogue:
             self._request_callback(turn, self.caller_number, "caller_id")
         else:
             self._speak(turn, self.prompt("callback_number_ask"))
-            self.number_digits = ""
+            self.digits = ""
             self.state = State.CALLBACK_NUMBER
 
     def _decline_callback(self, turn: Turn) -> None:
@@ -580,21 +584,15 @@ class Dialogue:
         digits = spoken_digits(text)
         if digits:
             turn.intent, turn.confidence, turn.decision = "phone_number", None, "capture"
-            self._add_number_digits(turn, digits)
+            self._add_digits(turn, digits)
         elif yes_no(text) == NO or declines_siren(text):
             turn.intent, turn.decision = self.ids.no, CONFIDENT
             self._decline_callback(turn)
         else:
             self._number_failed(turn)
 
-    def _add_number_digits(self, turn: Turn, digits: str) -> None:
-        self.number_digits += digits
-        if len(self.number_digits) >= 10:
-            self._check_number(turn, self.number_digits)
-
     def _check_number(self, turn: Turn, digits: str) -> None:
         number = french_number(digits)
-        self.number_digits = ""
         if number:
             self._request_callback(turn, number, "keypad")
         else:
@@ -602,7 +600,7 @@ class Dialogue:
 
     def _number_failed(self, turn: Turn) -> None:
         self.number_failures += 1
-        self.number_digits = ""
+        self.digits = ""
         if self.number_failures >= self.config.number_attempts:
             self._speak(turn, self.prompt("callback_number_skip"))
             self._end(turn, HangUp("callback_no_number"))
@@ -650,7 +648,7 @@ class Dialogue:
         if ask:
             self._speak(turn, self.prompt("lookup_ask"))
         self.siren_failures = 0
-        self.siren_digits = ""
+        self.digits = ""
         self.state = State.LOOKUP_SIREN
 
     def _register_answer(self, turn: Turn, siren: str) -> CompanyAnswer:
@@ -680,5 +678,5 @@ class Dialogue:
     def _lookup_given_up(self, turn: Turn) -> None:
         self._speak(turn, self.prompt("lookup_skip"), self.prompt("another_question"))
         self.pending = None
-        self.siren_digits = ""
+        self.digits = ""
         self.state = State.ANOTHER

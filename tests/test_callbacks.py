@@ -185,7 +185,7 @@ def test_a_turn_taken_back_restores_the_number_typed_so_far(dlg):
     snap = dlg.snapshot()
     dlg.key("*")
     dlg.restore(snap)
-    assert dlg.state is State.CALLBACK_NUMBER and dlg.number_digits == "0612"
+    assert dlg.state is State.CALLBACK_NUMBER and dlg.digits == "0612"
     for digit in "345678":
         turn = dlg.key(digit)
     assert callbacks(turn)[0].number == "0612345678"
