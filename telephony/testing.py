@@ -118,8 +118,9 @@ def serve_config(folder: Path, workers: int = 2, extra: str = "",
         "sip": {"port": front, "rtp_port_range": rtp_range, "rtp_port_start": rtp},
         "workers": {"count": workers, "base_sip_port": base, "base_rtp_port": rtp,
                     "health_interval_s": 1.0, "drain_timeout_s": 3.0},
-        # a free port: tests and benchmarks run beside each other and beside `make run`
-        "metrics": {"listen": f"127.0.0.1:{free_port('tcp')}"},
+        # port 0: the system picks a free one when serve binds it (its "metrics" event says
+        # which), so tests and benchmarks beside each other and `make run` never collide
+        "metrics": {"listen": "127.0.0.1:0"},
     }
     tables["workers"].update(workers_table or {})
     for name, values in sections.items():
