@@ -16,20 +16,19 @@ import argparse
 import statistics
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from callbot.asr import resolve_asr  # noqa: E402
 from callbot.asr.whisper import SILENCE_BELOW_MAX, WHISPER_RATE, WhisperEngine  # noqa: E402
-from callbot.audio import resample  # noqa: E402
+from asr_eval import SOUNDS  # noqa: E402
+from callbot.audio import read_wav, resample  # noqa: E402
 from callbot.config import load_config  # noqa: E402
-
-SOUNDS = Path("/usr/share/asterisk/sounds/fr")
 
 
 def stages(engine: WhisperEngine, pcm: np.ndarray, runs: int) -> tuple[dict[str, float], str]:
@@ -74,8 +73,7 @@ def main() -> int:
     if not path.exists():
         print(f"{path} is missing: apt-get install asterisk-core-sounds-fr-wav", file=sys.stderr)
         return 2
-    with wave.open(str(path)) as w:
-        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32)
+    pcm = read_wav(path).astype(np.float32)
     config = load_config(None, env={})
     _, model = resolve_asr(config, "whisper")
     print(f"{args.wav}.wav, {pcm.size / 8000:.2f} s of speech, {model}, greedy; "
