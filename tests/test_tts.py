@@ -63,9 +63,12 @@ def test_piper_is_8khz_pcm_of_plausible_length(piper):
     pcm = piper.synthesize(EN)
     assert len(pcm) % 2 == 0 and level_db(pcm) > -40
     assert 0.5 < seconds(pcm) / (len(EN.split()) / 160 * 60) < 2.0   # ~160 words a minute
-    slow = piper.synthesize(EN, slow=True)
-    # length_scale / slow_factor (0.8): phonemes ~1.25x longer; noise makes it inexact.
-    assert 1.1 < seconds(slow) / seconds(pcm) < 1.45
+    # length_scale / slow_factor (0.8): phonemes 1.25x longer, the whole sentence ~1.16x.
+    # Piper draws each phoneme's duration with noise: single pairs measured 1.09-1.20, so
+    # the ratio is taken over five syntheses of each (10 runs of that: 1.146-1.164).
+    normal = sum(seconds(piper.synthesize(EN)) for _ in range(5))
+    slow = sum(seconds(piper.synthesize(EN, slow=True)) for _ in range(5))
+    assert 1.1 < slow / normal < 1.45, (normal, slow)
     assert piper.synthesize("") == b""
 
 
